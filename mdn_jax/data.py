@@ -1,0 +1,239 @@
+"""Training data: images to (position, colour) pairs, the built-in demo images, array checks.
+
+Image conventions (all documented in the README):
+
+- Colours are float32 RGB in [0, 1]. 8-bit images are divided by 255, 16-bit by 65535, float
+  images are clipped to [0, 1], booleans become 0/1.
+- Greyscale (and greyscale + alpha) is repeated into three equal channels.
+- Alpha is composited over a white background (transparent pixels become white), since a
+  colour with no opacity has no colour to learn.
+- Palette images are expanded through their palette; CMYK is converted to RGB; multi-frame
+  files (GIF, TIFF stacks) use their first frame.
+- Positions are pixel centres in the unit square, `((row + 0.5) / H, (col + 0.5) / W)`, so a
+  model can be rendered at any resolution on the same frame; `IMAGE_INPUT_OFFSET` and
+  `IMAGE_INPUT_SCALE` map them to [-1, 1] inside the model (stored in its config).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_INPUT_OFFSET = (0.5, 0.5)
+IMAGE_INPUT_SCALE = (0.5, 0.5)
+
+
+class DataError(ValueError):
+    """Bad user data; the message is one line naming the problem and the fix."""
+
+
+def to_rgb(array: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """Any imageio pixel array to float32 RGB `[H, W, 3]` in [0, 1] (conventions above)."""
+    array = np.asarray(array)
+    if array.dtype == np.bool_:
+        pixels = array.astype(np.float32)
+    elif array.dtype == np.uint8:
+        pixels = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        pixels = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        pixels = array.astype(np.float32) / float(max(info.max, 1))
+    elif np.issubdtype(array.dtype, np.floating):
+        pixels = np.clip(array.astype(np.float32), 0.0, 1.0)
+    else:
+        raise DataError(f"{name}: unsupported pixel type {array.dtype}; save it as an 8- or 16-bit PNG")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
+        raise DataError(f"{name}: expected a 2-D image with 1-4 channels, got pixel array of shape "
+                        f"{array.shape}; save it as a single-frame RGB PNG")
+    if not np.all(np.isfinite(pixels)):
+        raise DataError(f"{name}: image has NaN or infinite pixels; save it without them")
+    channels = pixels.shape[-1]
+    if channels in (2, 4):  # composite colour over white using alpha
+        alpha = pixels[..., -1:]
+        pixels = pixels[..., :-1] * alpha + (1.0 - alpha)
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.ascontiguousarray(pixels, dtype=np.float32)
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as float32 RGB `[H, W, 3]` in [0, 1]."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass image files or use the folder as a training input")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes); replace it with a real image")
+    try:
+        mode = None
+        try:
+            meta = iio.immeta(path, index=0)
+            if str(meta.get("mode", "")).upper() in ("CMYK", "YCBCR", "LAB", "HSV"):
+                mode = "RGB"
+        except Exception:  # metadata is a hint only; reading decides
+            pass
+        array = iio.imread(path, index=0, mode=mode) if mode else iio.imread(path, index=0)
+    except Exception as error:  # imageio raises many types for undecodable files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path}: not a readable image ({reason[:120]}); "
+                        "pass PNG, JPEG, GIF, BMP, TIFF or WebP files") from None
+    return to_rgb(array, name=str(path))
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (non-recursively, by image suffix, sorted) into image paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{item}: folder has no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                                "add images or pass files directly")
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder; check the path")
+    if not paths:
+        raise DataError("no input images given; pass image files or a folder of images")
+    return paths
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize `[H, W, 3]` to `size = (height, width)` (antialiased linear, JAX's image.resize)."""
+    import jax
+
+    if tuple(image.shape[:2]) == tuple(size):
+        return image
+    out = jax.image.resize(image, (size[0], size[1], image.shape[2]), method="linear", antialias=True)
+    return np.clip(np.asarray(out, np.float32), 0.0, 1.0)
+
+
+def load_images(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Load images (files or folders) into `[N, H, W, 3]` float32.
+
+    All images must share one size unless `size = (height, width)` asks for a resize.
+    """
+    paths = find_images(inputs)
+    images = [load_image(p) for p in paths]
+    if size is not None:
+        check_size(size)
+        images = [resize(image, size) for image in images]
+    shapes = {image.shape[:2] for image in images}
+    if len(shapes) > 1:
+        listing = ", ".join(f"{p.name} {i.shape[0]}x{i.shape[1]}" for p, i in zip(paths, images))
+        raise DataError(f"images have different sizes ({listing}); pass --size HxW to resize them all")
+    return np.stack(images)
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    if len(size) != 2 or any(not isinstance(s, (int, np.integer)) or s < 1 for s in size):
+        raise DataError(f"size must be two positive integers (height, width), got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
+def pixel_grid(height: int, width: int) -> np.ndarray:
+    """Pixel-centre positions in the unit square, `[height * width, 2]` float32, row-major."""
+    rows = (np.arange(height, dtype=np.float32) + 0.5) / height
+    cols = (np.arange(width, dtype=np.float32) + 0.5) / width
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)
+    return grid.reshape(-1, 2)
+
+
+def image_pairs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`[N, H, W, C]` images to training pairs: positions `[N * H * W, 2]`, colours `[N * H * W, C]`.
+
+    Every image contributes every position once, so a position appears N times with (usually)
+    N different colours: the multi-valued target a mixture is for.
+    """
+    images = np.asarray(images, np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4:
+        raise DataError(f"expected images [N, H, W, C], got shape {images.shape}")
+    n, height, width, channels = images.shape
+    positions = np.tile(pixel_grid(height, width), (n, 1))
+    return positions, images.reshape(n * height * width, channels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in demo images.
+
+_DEMO_OBJECTS = (
+    # (shape, colour RGB)
+    ("disc", (0.85, 0.15, 0.15)),
+    ("square", (0.15, 0.35, 0.85)),
+    ("triangle", (0.15, 0.65, 0.25)),
+    ("ring", (0.95, 0.70, 0.10)),
+    ("cross", (0.55, 0.20, 0.70)),
+    ("diamond", (0.10, 0.65, 0.70)),
+    ("star", (0.95, 0.45, 0.10)),
+    ("bar", (0.30, 0.30, 0.30)),
+)
+
+
+def _shape_mask(shape: str, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Inside test for a shape centred at 0 with radius ~0.6 on coordinates in [-1, 1]."""
+    r = np.hypot(x, y)
+    if shape == "disc":
+        return r < 0.6
+    if shape == "square":
+        return (np.abs(x) < 0.5) & (np.abs(y) < 0.5)
+    if shape == "triangle":
+        return (y < 0.45) & (y > -0.6 + 1.8 * np.abs(x))
+    if shape == "ring":
+        return (r < 0.65) & (r > 0.35)
+    if shape == "cross":
+        return ((np.abs(x) < 0.2) & (np.abs(y) < 0.65)) | ((np.abs(y) < 0.2) & (np.abs(x) < 0.65))
+    if shape == "diamond":
+        return np.abs(x) + np.abs(y) < 0.65
+    if shape == "star":
+        angle = np.arctan2(y, x)
+        return r < 0.35 + 0.25 * np.cos(5 * angle) ** 2
+    if shape == "bar":
+        return (np.abs(x) < 0.7) & (np.abs(y) < 0.18)
+    raise ValueError(shape)
+
+
+def demo_images(*, count: int = 5, size: int = 128) -> np.ndarray:
+    """Deterministic product-photo-like RGB images, `[count, size, size, 3]` float32 in [0, 1].
+
+    Each shows one sharp-edged object of its own shape and colour, shaded top-left to
+    bottom-right, with a soft shadow on a light grey background; objects sit at slightly
+    different places, so every pixel position has several plausible colours. Edges are
+    anti-aliased by 4x supersampling. No randomness, no files.
+    """
+    if not 1 <= count <= len(_DEMO_OBJECTS):
+        raise DataError(f"demo image count must be 1..{len(_DEMO_OBJECTS)}, got {count}")
+    if size < 8:
+        raise DataError(f"demo image size must be at least 8, got {size}")
+    supersample = 4
+    n = size * supersample
+    coords = (np.arange(n, dtype=np.float32) + 0.5) / n * 2.0 - 1.0
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    images = []
+    for index, (shape, colour) in enumerate(_DEMO_OBJECTS[:count]):
+        angle = 2 * np.pi * index / max(count, 1)
+        cy, cx = 0.12 * np.sin(angle), 0.12 * np.cos(angle)  # each object a little off centre
+        background = 0.93 - 0.06 * (y + 1) / 2  # light backdrop, darker towards the bottom
+        image = np.repeat(background[..., None], 3, axis=-1)
+        shadow = _shape_mask(shape, y - cy - 0.08, x - cx - 0.08)
+        image = np.where(shadow[..., None], image * 0.72, image)
+        inside = _shape_mask(shape, y - cy, x - cx)
+        shade = 1.1 - 0.25 * ((x - cx) + (y - cy) + 1.2) / 2.4  # light from the top left
+        body = np.clip(np.asarray(colour, np.float32) * shade[..., None], 0, 1)
+        image = np.where(inside[..., None], body, image)
+        image = image.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+        images.append(image)
+    return np.clip(np.stack(images), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,202 @@
+"""The network: input encoding, MLP trunk and MDN head (the only Flax code in mdn_jax).
+
+Build once with `init(config, key=...)`, which returns `(graphdef, params)`; from then on the
+forward pass `apply(graphdef, params, x)` is a pure function of `params` that returns a
+mixture pytree (see `mdn_jax.mixture`) and composes with `jax.jit`, `jax.grad` and `jax.vmap`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mdn_jax import mixture as mx
+
+STRUCTURES = ("joint", "per_dim", "full")
+ACTIVATIONS = {
+    "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus, "elu": jax.nn.elu,
+}
+MEAN_ACTIVATIONS = ("none", "sigmoid")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Everything that defines the network; JSON-serialisable via `to_dict`/`from_dict`.
+
+    Attributes:
+      in_features: size of an input vector x `[..., in_features]`.
+      out_features: D, size of an output vector y `[..., D]`.
+      hidden: widths of the trunk's hidden layers (reference: 100,100,100,100,100,50).
+      activation: trunk non-linearity, one of `ACTIVATIONS`.
+      components: K, number of mixture components.
+      structure: 'joint' (default, Bishop), 'per_dim' (the reference example) or 'full'.
+      scale_floor: smallest standard deviation (and Cholesky diagonal) the head can output;
+        scales are `softplus(raw) + scale_floor`, smooth and strictly positive.
+      mean_activation: 'none' (unbounded means) or 'sigmoid' (means in (0, 1)).
+      input_offset, input_scale: input normalisation `(x - offset) / scale`, applied inside
+        the model so every later use (training, rendering) maps inputs the same way; `None`
+        means identity.
+    """
+
+    in_features: int = 2
+    out_features: int = 3
+    hidden: tuple[int, ...] = (100, 100, 100, 100, 100, 50)
+    activation: str = "relu"
+    components: int = 10
+    structure: str = "joint"
+    scale_floor: float = 1e-3
+    mean_activation: str = "none"
+    input_offset: tuple[float, ...] | None = None
+    input_scale: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        for name in ("input_offset", "input_scale"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"model config has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def validate(config: ModelConfig) -> None:
+    """Raise ValueError naming the bad field and the fix."""
+    def positive_int(name, value):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    positive_int("in_features", config.in_features)
+    positive_int("out_features", config.out_features)
+    positive_int("components", config.components)
+    for width in config.hidden:
+        positive_int("every hidden width", width)
+    if config.structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {config.structure!r}")
+    if config.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
+    if config.mean_activation not in MEAN_ACTIVATIONS:
+        raise ValueError(f"mean_activation must be 'none' or 'sigmoid', got {config.mean_activation!r}")
+    if not (isinstance(config.scale_floor, (int, float)) and math.isfinite(config.scale_floor)
+            and config.scale_floor > 0):
+        raise ValueError(f"scale_floor must be a positive number, got {config.scale_floor!r}")
+    for name in ("input_offset", "input_scale"):
+        value = getattr(config, name)
+        if value is not None:
+            if len(value) != config.in_features:
+                raise ValueError(f"{name} needs {config.in_features} values (one per input), got {len(value)}")
+            if not all(math.isfinite(v) for v in value):
+                raise ValueError(f"{name} must be finite, got {value}")
+    if config.input_scale is not None and any(v <= 0 for v in config.input_scale):
+        raise ValueError(f"input_scale must be positive, got {config.input_scale}")
+
+
+def head_size(config: ModelConfig) -> int:
+    """Number of raw head outputs for the configured structure."""
+    k, d = config.components, config.out_features
+    if config.structure == "joint":
+        return k + 2 * k * d
+    if config.structure == "per_dim":
+        return 3 * d * k
+    return k + k * d + k * d * (d + 1) // 2
+
+
+class MDN(nnx.Module):
+    """MLP trunk plus mixture head: `x [..., in_features] -> Mixture` with batch shape `[...]`."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        widths = (config.in_features,) + config.hidden
+        self.trunk = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.head = nnx.Linear(widths[-1], head_size(config), rngs=rngs)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        """Trunk output `[..., hidden[-1]]` for inputs `[..., in_features]`."""
+        config = self.config
+        if config.input_offset is not None:
+            x = x - jnp.asarray(config.input_offset, x.dtype)
+        if config.input_scale is not None:
+            x = x / jnp.asarray(config.input_scale, x.dtype)
+        activation = ACTIVATIONS[config.activation]
+        for layer in self.trunk:
+            x = activation(layer(x))
+        return x
+
+    def __call__(self, x: jax.Array) -> mx.Mixture:
+        return head_to_mixture(self.config, self.head(self.features(x)))
+
+
+def head_to_mixture(config: ModelConfig, raw: jax.Array) -> mx.Mixture:
+    """Turn raw head outputs `[..., head_size]` into a mixture with batch shape `[...]`."""
+    k, d = config.components, config.out_features
+    batch = raw.shape[:-1]
+
+    def positive(v):
+        return jax.nn.softplus(v) + config.scale_floor
+
+    def location(v):
+        return jax.nn.sigmoid(v) if config.mean_activation == "sigmoid" else v
+
+    if config.structure == "per_dim":
+        logits, means, scales = jnp.split(raw.reshape(batch + (3, d, k)), 3, axis=-3)
+        return mx.PerDimMixture(logits[..., 0, :, :], location(means[..., 0, :, :]),
+                                positive(scales[..., 0, :, :]))
+    logits = raw[..., :k]
+    means = location(raw[..., k:k + k * d].reshape(batch + (k, d)))
+    rest = raw[..., k + k * d:]
+    if config.structure == "joint":
+        return mx.JointMixture(logits, means, positive(rest.reshape(batch + (k, d))))
+    rows, cols = jnp.tril_indices(d)
+    entries = rest.reshape(batch + (k, d * (d + 1) // 2))
+    entries = jnp.where(rows == cols, positive(entries), entries)  # diagonal positive
+    tril = jnp.zeros(batch + (k, d, d), raw.dtype).at[..., rows, cols].set(entries)
+    return mx.FullMixture(logits, means, tril)
+
+
+def init(config: ModelConfig, *, key: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:
+    """Build the network and split it once into `(graphdef, params)`."""
+    return nnx.split(MDN(config, rngs=nnx.Rngs(params=key)))
+
+
+def apply(graphdef: nnx.GraphDef, params: nnx.State, x: jax.Array) -> mx.Mixture:
+    """Pure forward pass: `x [..., in_features] -> Mixture` with batch shape `[...]`."""
+    return nnx.merge(graphdef, params)(x)
+
+
+def features(graphdef: nnx.GraphDef, params: nnx.State, x: jax.Array) -> jax.Array:
+    """Pure trunk-only pass: `x [..., in_features] -> [..., hidden[-1]]`."""
+    return nnx.merge(graphdef, params).features(x)
+
+
+def config_of(graphdef: nnx.GraphDef, params: nnx.State) -> ModelConfig:
+    """The ModelConfig a split model was built from."""
+    return nnx.merge(graphdef, params).config
+
+
+def count_params(params: Any) -> int:
+    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def normalisation_from_data(xs: Sequence) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature mean and standard deviation of `xs [N, in]` (std 1 where a feature is constant)."""
+    import numpy as np
+
+    xs = np.asarray(xs, np.float64)
+    std = xs.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return tuple(xs.mean(axis=0).tolist()), tuple(std.tolist())

@@ -1,0 +1,314 @@
+"""Optax training: one compiled `jax.lax.scan` per epoch over device-resident data.
+
+The pieces, from the inside out:
+
+- `Trainer.step(state, x, y) -> (state, loss)`: one jitted optimiser step on one batch.
+- `Trainer.epoch(state, xs, ys, batch_indices) -> (state, losses)`: one jitted `lax.scan` of
+  the same step over every batch of an epoch; `xs [N, in]`, `ys [N, D]` stay on the device,
+  each scan iteration gathers its batch with `batch_indices [num_batches, batch_size]`, the
+  state is donated, nothing returns to Python until the epoch ends.
+- `fit(xs, ys, ...)`: builds the model, shuffles on the host and calls `epoch` once per epoch,
+  running callbacks after each.
+
+Inside both `step` and `epoch`, params and the optimiser state are kept as one flat float
+vector (`jax.flatten_util.ravel_pytree`): Adam then updates a single array instead of one per
+layer, which measurably shortens a small-batch step on CPU. `TrainState.params` is always the
+ordinary params pytree; `TrainState.opt_state` is the optimiser state of the flat vector.
+
+Last partial batch: when N is not a multiple of the batch size, the shuffled order is padded by
+wrapping around to its start, so every sample is seen at least once per epoch, every batch has
+the same shape (one compiled step) and `ceil(N / batch_size)` steps run per epoch; the few
+samples that wrap around are seen twice in that epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from mdn_jax import mixture as mx
+from mdn_jax import model as mdl
+
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation settings; JSON-serialisable via `to_dict`/`from_dict`.
+
+    Attributes:
+      epochs: passes over the data.
+      batch_size: samples per step.
+      learning_rate: Adam's peak learning rate.
+      schedule: 'constant', 'cosine' (decay to 0 over all steps) or 'warmup_cosine'
+        (5% linear warm-up, then cosine decay).
+      clip_norm: clip gradients to this global norm; None for no clipping.
+      seed: seeds initialisation and the shuffle.
+    """
+
+    epochs: int = 100
+    batch_size: int = 200
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    clip_norm: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} "
+                                 f"integer, got {value!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
+                and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ValueError(f"clip_norm must be a positive number or None, got {self.clip_norm!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"train config has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    return -(-num_samples // batch_size)
+
+
+def make_optimizer(config: TrainConfig, *, total_steps: int) -> optax.GradientTransformation:
+    """Adam with the configured schedule and optional global-norm clipping."""
+    if config.schedule == "constant":
+        learning_rate = config.learning_rate
+    elif config.schedule == "cosine":
+        learning_rate = optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1))
+    else:
+        warmup = max(1, total_steps // 20)
+        learning_rate = optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, warmup, max(total_steps, warmup + 1))
+    adam = optax.adam(learning_rate)
+    if config.clip_norm is None:
+        return adam
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree.
+
+    params: the model's params pytree. opt_state: optimiser state of the flattened params.
+    step: number of optimiser steps taken (int32 scalar). key: PRNG key for the shuffle.
+    """
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+LossFn = Callable[[mx.Mixture, jax.Array], jax.Array]
+
+
+def nll_loss(mixture: mx.Mixture, y: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood in nats per sample."""
+    return mx.nll(mixture, y)
+
+
+class Trainer:
+    """Jitted training functions for one model and one optimiser; holds no mutable state."""
+
+    def __init__(self, graphdef, optimizer: optax.GradientTransformation, *,
+                 loss: LossFn = nll_loss):
+        self.graphdef = graphdef
+        self.optimizer = optimizer
+        self.loss = loss
+        self.step = jax.jit(self._step, donate_argnums=0)
+        self.epoch = jax.jit(self._epoch, donate_argnums=0)
+        self.evaluate = jax.jit(self._evaluate)
+
+    def init(self, params, *, key: jax.Array) -> TrainState:
+        flat, _ = ravel_pytree(params)
+        return TrainState(params, self.optimizer.init(flat), jnp.zeros((), jnp.int32), key)
+
+    def loss_of_params(self, params, x: jax.Array, y: jax.Array) -> jax.Array:
+        """Loss of `params` on one batch `x [B, in]`, `y [B, D]`."""
+        return self.loss(mdl.apply(self.graphdef, params, x), y)
+
+    def _flat_update(self, unravel, flat, opt_state, x, y):
+        loss, grads = jax.value_and_grad(lambda f: self.loss_of_params(unravel(f), x, y))(flat)
+        updates, opt_state = self.optimizer.update(grads, opt_state, flat)
+        return optax.apply_updates(flat, updates), opt_state, loss
+
+    def _step(self, state: TrainState, x: jax.Array, y: jax.Array):
+        flat, unravel = ravel_pytree(state.params)
+        flat, opt_state, loss = self._flat_update(unravel, flat, state.opt_state, x, y)
+        return TrainState(unravel(flat), opt_state, state.step + 1, state.key), loss
+
+    def _epoch(self, state: TrainState, xs: jax.Array, ys: jax.Array, batch_indices: jax.Array):
+        flat, unravel = ravel_pytree(state.params)
+
+        def body(carry, indices):  # indices: [batch_size]
+            flat, opt_state = carry
+            flat, opt_state, loss = self._flat_update(unravel, flat, opt_state, xs[indices], ys[indices])
+            return (flat, opt_state), loss
+
+        (flat, opt_state), losses = jax.lax.scan(body, (flat, state.opt_state), batch_indices)
+        step = state.step + batch_indices.shape[0]
+        return TrainState(unravel(flat), opt_state, step, state.key), losses
+
+    def _evaluate(self, params, x: jax.Array, y: jax.Array) -> jax.Array:
+        """Per-sample negative log-likelihood `[B]` in nats."""
+        return -mx.log_prob(mdl.apply(self.graphdef, params, x), y)
+
+
+def shuffled_batches(key: jax.Array, num_samples: int, batch_size: int) -> np.ndarray:
+    """A fresh shuffle of `range(num_samples)` as `[ceil(N / B), B]` int32 batch indices.
+
+    The permutation is drawn on the host with numpy, seeded from `key`'s bits: it is
+    deterministic in the key and costs ~1 ms where `jax.random.permutation` of 82k indices
+    costs ~46 ms on a 2-core CPU. The last partial batch wraps around (see module docstring).
+    """
+    seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel()
+    order = np.random.default_rng(seed).permutation(num_samples)
+    num_batches = steps_per_epoch(num_samples, batch_size)
+    padded = np.resize(order, num_batches * batch_size)  # np.resize repeats from the start
+    return padded.reshape(num_batches, batch_size).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochReport:
+    """What a callback receives after each epoch."""
+
+    epoch: int  # 1-based number of the epoch just finished
+    loss: float  # mean training loss over the epoch's batches
+    seconds: float  # wall time of the epoch (the first includes compilation)
+    samples_per_second: float
+    state: TrainState
+    graphdef: Any
+    model_config: mdl.ModelConfig
+
+
+Callback = Callable[[EpochReport], Any]
+
+
+@dataclasses.dataclass
+class FitResult:
+    graphdef: Any
+    state: TrainState
+    model_config: mdl.ModelConfig
+    history: list[dict[str, float]]
+
+    @property
+    def params(self):
+        return self.state.params
+
+    def predict(self, x) -> mx.Mixture:
+        """The model's mixture for inputs `x [..., in]`."""
+        return jax.jit(mdl.apply, static_argnums=0)(self.graphdef, self.params, jnp.asarray(x))
+
+
+def check_arrays(xs, ys) -> tuple[np.ndarray, np.ndarray]:
+    """Validate training arrays at the boundary; return them as float32 numpy."""
+    xs = np.asarray(xs, dtype=np.float32)
+    ys = np.asarray(ys, dtype=np.float32)
+    if xs.ndim == 1:
+        xs = xs[:, None]
+    if ys.ndim == 1:
+        ys = ys[:, None]
+    if xs.ndim != 2 or ys.ndim != 2:
+        raise ValueError(f"xs and ys must be 2-D arrays [N, features], got shapes {xs.shape} and {ys.shape}")
+    if xs.shape[0] != ys.shape[0]:
+        raise ValueError(f"xs and ys must have the same number of rows, got {xs.shape[0]} and {ys.shape[0]}")
+    if xs.shape[0] == 0:
+        raise ValueError("no training data: xs and ys have 0 rows")
+    for name, array in (("xs", xs), ("ys", ys)):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite values (first in row {row}); "
+                             "drop or fill those rows before training")
+    return xs, ys
+
+
+def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
+        train_config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
+        normalise_inputs: bool = True, state: TrainState | None = None,
+        start_epoch: int = 0, loss: LossFn = nll_loss) -> FitResult:
+    """Train an MDN on `xs [N, in]`, `ys [N, D]`.
+
+    `model_config` defaults to the reference trunk with `in_features`/`out_features` taken from
+    the data; its input normalisation, when unset and `normalise_inputs`, is set to the
+    per-feature mean and std of `xs` and stored in the returned config. Pass `state` and
+    `start_epoch` to resume. A callback returning True stops training after that epoch.
+    """
+    xs, ys = check_arrays(xs, ys)
+    train_config = train_config or TrainConfig()
+    if model_config is None:
+        model_config = mdl.ModelConfig(in_features=xs.shape[1], out_features=ys.shape[1])
+    if (model_config.in_features, model_config.out_features) != (xs.shape[1], ys.shape[1]):
+        raise ValueError(f"model expects {model_config.in_features} inputs and {model_config.out_features} "
+                         f"outputs but the data has {xs.shape[1]} and {ys.shape[1]}")
+    if train_config.batch_size > xs.shape[0]:
+        raise ValueError(f"batch size {train_config.batch_size} is larger than the {xs.shape[0]} "
+                         f"training samples; use --batch-size {xs.shape[0]} or less")
+    if normalise_inputs and model_config.input_offset is None and model_config.input_scale is None:
+        offset, scale = mdl.normalisation_from_data(xs)
+        model_config = dataclasses.replace(model_config, input_offset=offset, input_scale=scale)
+
+    init_key, shuffle_key = jax.random.split(jax.random.key(train_config.seed))
+    graphdef, params = mdl.init(model_config, key=init_key)
+    total_steps = train_config.epochs * steps_per_epoch(xs.shape[0], train_config.batch_size)
+    trainer = Trainer(graphdef, make_optimizer(train_config, total_steps=total_steps), loss=loss)
+    if state is None:
+        state = trainer.init(params, key=shuffle_key)
+    xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
+    history: list[dict[str, float]] = []
+    for epoch in range(start_epoch, train_config.epochs):
+        start = time.perf_counter()
+        key, epoch_key = jax.random.split(state.key)
+        batches = shuffled_batches(epoch_key, xs.shape[0], train_config.batch_size)
+        state, losses = trainer.epoch(state._replace(key=key), xs_device, ys_device, batches)
+        mean_loss = float(jnp.mean(losses))  # waits for the epoch to finish
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
+                  "samples_per_second": batches.size / seconds}
+        history.append(record)
+        report = EpochReport(epoch + 1, mean_loss, seconds, record["samples_per_second"],
+                             state, graphdef, model_config)
+        if any([callback(report) is True for callback in callbacks]):
+            break
+    return FitResult(graphdef, state, model_config, history)
+
+
+def evaluate_nll(graphdef, params, xs, ys, *, chunk_size: int = 16384) -> float:
+    """Mean negative log-likelihood in nats per sample over `xs [N, in]`, `ys [N, D]`, in chunks."""
+    apply = _jitted_nll_sum(graphdef)
+    xs, ys = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
+    total = 0.0
+    for start in range(0, xs.shape[0], chunk_size):
+        total += float(apply(params, xs[start:start + chunk_size], ys[start:start + chunk_size]))
+    return total / xs.shape[0]
+
+
+_NLL_CACHE: dict[Any, Callable] = {}
+
+
+def _jitted_nll_sum(graphdef):
+    if graphdef not in _NLL_CACHE:
+        _NLL_CACHE[graphdef] = jax.jit(
+            lambda params, x, y: -jnp.sum(mx.log_prob(mdl.apply(graphdef, params, x), y)))
+    return _NLL_CACHE[graphdef]
