@@ -106,14 +106,40 @@ def validate(config: ModelConfig) -> None:
         raise ValueError(f"input_scale must be positive, got {config.input_scale}")
 
 
-def head_size(config: ModelConfig) -> int:
-    """Number of raw head outputs for the configured structure."""
-    k, d = config.components, config.out_features
-    if config.structure == "joint":
+def head_size(config: ModelConfig | None = None, *, structure: str | None = None,
+              components: int | None = None, out_features: int | None = None) -> int:
+    """Number of raw head outputs for a structure, K and D (from `config` or keywords)."""
+    structure = structure or config.structure
+    k = components or config.components
+    d = out_features or config.out_features
+    if structure == "joint":
         return k + 2 * k * d
-    if config.structure == "per_dim":
+    if structure == "per_dim":
         return 3 * d * k
     return k + k * d + k * d * (d + 1) // 2
+
+
+class MDNHead(nnx.Module):
+    """A mixture density head for any features: `[..., in_features] -> Mixture` with batch `[...]`.
+
+    Use it on top of your own NNX trunk; `MDN` below is this head on an MLP trunk.
+    """
+
+    def __init__(self, in_features: int, *, out_features: int, components: int,
+                 structure: str = "joint", scale_floor: float = 1e-3, mean_activation: str = "none",
+                 rngs: nnx.Rngs):
+        # Validate through the same checks as a full model config.
+        ModelConfig(out_features=out_features, components=components, structure=structure,
+                    scale_floor=scale_floor, mean_activation=mean_activation)
+        # A tuple, not a dict: static module attributes must be hashable for the graphdef.
+        self.options = (("structure", structure), ("components", components),
+                        ("out_features", out_features), ("scale_floor", scale_floor),
+                        ("mean_activation", mean_activation))
+        size = head_size(structure=structure, components=components, out_features=out_features)
+        self.linear = nnx.Linear(in_features, size, rngs=rngs)
+
+    def __call__(self, features: jax.Array) -> mx.Mixture:
+        return head_to_mixture(self.linear(features), **dict(self.options))
 
 
 class MDN(nnx.Module):
@@ -123,7 +149,9 @@ class MDN(nnx.Module):
         self.config = config
         widths = (config.in_features,) + config.hidden
         self.trunk = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-        self.head = nnx.Linear(widths[-1], head_size(config), rngs=rngs)
+        self.head = MDNHead(widths[-1], out_features=config.out_features, components=config.components,
+                            structure=config.structure, scale_floor=config.scale_floor,
+                            mean_activation=config.mean_activation, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """Trunk output `[..., hidden[-1]]` for inputs `[..., in_features]`."""
@@ -138,34 +166,46 @@ class MDN(nnx.Module):
         return x
 
     def __call__(self, x: jax.Array) -> mx.Mixture:
-        return head_to_mixture(self.config, self.head(self.features(x)))
+        return self.head(self.features(x))
 
 
-def head_to_mixture(config: ModelConfig, raw: jax.Array) -> mx.Mixture:
-    """Turn raw head outputs `[..., head_size]` into a mixture with batch shape `[...]`."""
-    k, d = config.components, config.out_features
+def head_to_mixture(raw: jax.Array, *, structure: str, components: int, out_features: int,
+                    scale_floor: float, mean_activation: str = "none") -> mx.Mixture:
+    """Turn raw head outputs `[..., head_size]` into a mixture with batch shape `[...]`.
+
+    Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor`; means are the raw values
+    or, with mean_activation='sigmoid', squashed into (0, 1).
+    """
+    k, d = components, out_features
     batch = raw.shape[:-1]
 
     def positive(v):
-        return jax.nn.softplus(v) + config.scale_floor
+        return jax.nn.softplus(v) + scale_floor
 
     def location(v):
-        return jax.nn.sigmoid(v) if config.mean_activation == "sigmoid" else v
+        return jax.nn.sigmoid(v) if mean_activation == "sigmoid" else v
 
-    if config.structure == "per_dim":
+    if structure == "per_dim":
         logits, means, scales = jnp.split(raw.reshape(batch + (3, d, k)), 3, axis=-3)
         return mx.PerDimMixture(logits[..., 0, :, :], location(means[..., 0, :, :]),
                                 positive(scales[..., 0, :, :]))
     logits = raw[..., :k]
     means = location(raw[..., k:k + k * d].reshape(batch + (k, d)))
     rest = raw[..., k + k * d:]
-    if config.structure == "joint":
+    if structure == "joint":
         return mx.JointMixture(logits, means, positive(rest.reshape(batch + (k, d))))
     rows, cols = jnp.tril_indices(d)
     entries = rest.reshape(batch + (k, d * (d + 1) // 2))
     entries = jnp.where(rows == cols, positive(entries), entries)  # diagonal positive
     tril = jnp.zeros(batch + (k, d, d), raw.dtype).at[..., rows, cols].set(entries)
     return mx.FullMixture(logits, means, tril)
+
+
+def head_options(config: ModelConfig) -> dict[str, Any]:
+    """The keyword arguments of `head_to_mixture` for a model config."""
+    return dict(structure=config.structure, components=config.components,
+                out_features=config.out_features, scale_floor=config.scale_floor,
+                mean_activation=config.mean_activation)
 
 
 def init(config: ModelConfig, *, key: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:

@@ -141,6 +141,8 @@ class Trainer:
         self.evaluate = jax.jit(self._evaluate)
 
     def init(self, params, *, key: jax.Array) -> TrainState:
+        """A fresh state; `params` is copied, so donating the state never deletes the caller's."""
+        params = jax.tree_util.tree_map(jnp.copy, params)
         flat, _ = ravel_pytree(params)
         return TrainState(params, self.optimizer.init(flat), jnp.zeros((), jnp.int32), key)
 

@@ -1,0 +1,106 @@
+"""The network: head layouts, positivity floors, normalisation, purity, config validation."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mdn_jax
+from mdn_jax import model
+
+SMALL = dict(hidden=(8, 8), components=3, out_features=2)
+
+
+@pytest.mark.parametrize("structure", model.STRUCTURES)
+@pytest.mark.parametrize("batch", [(), (4,), (2, 3)])
+def test_apply_returns_mixture_with_batch_shape(structure, batch):
+    config = model.ModelConfig(structure=structure, **SMALL)
+    graphdef, params = model.init(config, key=jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), batch + (2,))
+    mixture = jax.jit(model.apply, static_argnums=0)(graphdef, params, x)
+    assert mdn_jax.structure(mixture) == structure
+    assert mdn_jax.batch_shape(mixture) == batch
+    assert mdn_jax.num_components(mixture) == 3 and mdn_jax.event_size(mixture) == 2
+    y = jnp.zeros(batch + (2,))
+    assert mdn_jax.log_prob(mixture, y).shape == batch
+    # The same inputs through vmap give the same mixture.
+    if batch:
+        mapped = jax.vmap(lambda xi: model.apply(graphdef, params, xi))(x)
+        for a, b in zip(mapped, mixture):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("structure", model.STRUCTURES)
+def test_scales_respect_floor_even_for_huge_negative_raw_outputs(structure):
+    config = model.ModelConfig(structure=structure, scale_floor=0.01, **SMALL)
+    raw = jnp.full((5, model.head_size(config)), -1e4)
+    mixture = model.head_to_mixture(raw, **model.head_options(config))
+    if structure == "full":
+        diag = jnp.diagonal(mixture.scale_tril, axis1=-2, axis2=-1)
+        np.testing.assert_allclose(diag, 0.01, rtol=1e-6)
+        assert np.all(np.triu(np.asarray(mixture.scale_tril), k=1) == 0)
+    else:
+        np.testing.assert_allclose(mixture.scales, 0.01, rtol=1e-6)
+    grads = jax.grad(lambda r: mdn_jax.log_prob(model.head_to_mixture(r, **model.head_options(config)), jnp.ones((5, 2))).sum())(raw)
+    assert np.all(np.isfinite(grads))
+
+
+def test_sigmoid_means_lie_in_unit_interval():
+    config = model.ModelConfig(mean_activation="sigmoid", **SMALL)
+    mixture = model.head_to_mixture(jnp.linspace(-50, 50, model.head_size(config))[None], **model.head_options(config))
+    assert np.all((np.asarray(mixture.means) >= 0) & (np.asarray(mixture.means) <= 1))
+
+
+def test_input_normalisation_is_applied_inside_the_model():
+    config = model.ModelConfig(input_offset=(1.0, -2.0), input_scale=(2.0, 4.0), **SMALL)
+    plain = dataclasses.replace(config, input_offset=None, input_scale=None)
+    graphdef, params = model.init(config, key=jax.random.key(0))
+    plain_graphdef, _ = model.init(plain, key=jax.random.key(0))
+    x = jnp.array([[3.0, 6.0]])
+    expected = model.apply(plain_graphdef, params, (x - jnp.array([1.0, -2.0])) / jnp.array([2.0, 4.0]))
+    for a, b in zip(model.apply(graphdef, params, x), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert model.config_of(graphdef, params) == config
+
+
+def test_head_layout_matches_head_size():
+    for structure, expected in [("joint", 3 + 2 * 3 * 2), ("per_dim", 3 * 2 * 3), ("full", 3 + 6 + 3 * 3)]:
+        assert model.head_size(model.ModelConfig(structure=structure, **SMALL)) == expected
+
+
+def test_same_key_same_params_different_key_different_params():
+    config = model.ModelConfig(**SMALL)
+    _, a = model.init(config, key=jax.random.key(3))
+    _, b = model.init(config, key=jax.random.key(3))
+    _, c = model.init(config, key=jax.random.key(4))
+    leaves = lambda p: jax.tree_util.tree_leaves(p)
+    assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
+
+
+def test_config_round_trips_through_dict():
+    config = model.ModelConfig(structure="full", input_offset=(0.5, 0.5), input_scale=(0.5, 0.5), **SMALL)
+    assert model.ModelConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(components=0), "components"),
+    (dict(hidden=(10, -1)), "hidden"),
+    (dict(structure="diag"), "structure"),
+    (dict(activation="swishy"), "activation"),
+    (dict(scale_floor=0.0), "scale_floor"),
+    (dict(scale_floor=float("nan")), "scale_floor"),
+    (dict(mean_activation="tanh"), "mean_activation"),
+    (dict(input_offset=(1.0,)), "input_offset"),
+    (dict(input_scale=(1.0, 0.0)), "input_scale"),
+])
+def test_bad_config_is_refused_with_named_field(bad, message):
+    with pytest.raises(ValueError, match=message):
+        model.ModelConfig(**bad)
+
+
+def test_unknown_config_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown keys"):
+        model.ModelConfig.from_dict({"components": 3, "colour": "red"})
