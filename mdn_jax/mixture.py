@@ -201,7 +201,7 @@ def mean(mixture: Mixture) -> jax.Array:
     """The exact mixture mean, `[..., D]`."""
     weights = jax.nn.softmax(mixture.logits, axis=-1)
     if structure(mixture) == "per_dim":
-        return jnp.sum(weights * mixture.means, axis=-1)  # over K
+        return jnp.einsum("...dk,...dk->...d", weights, mixture.means)  # over K
     return jnp.einsum("...k,...kd->...d", weights, mixture.means)
 
 

@@ -1,0 +1,169 @@
+"""Save and restore training checkpoints (Orbax) so an interrupted `fit` can resume exactly.
+
+Layout: one directory per epoch, `directory/<epoch>/`, written by an Orbax `CheckpointManager`
+as two items:
+
+- `state/` (Orbax StandardSave, i.e. tensorstore/OCDBT arrays): the `TrainState` as
+  `{"params": params pytree, "opt_state": optimiser state of the flat params (Adam's `mu`/`nu`
+  `[P]` and `count` `[]`, plus any clipping/schedule state), "step": int32 [],
+  "key": jax.random.key_data(key), uint32 [2] for the default threefry key}`.
+- `meta/` (Orbax JsonSave): `{"format", "epoch", "num_samples", "key_impl", "model_config",
+  "train_config", "history"}`; `num_samples` (N) is what `fit` used for
+  `total_steps = epochs * ceil(N / batch_size)`, so `restore` rebuilds the identical optimiser.
+
+Atomicity: Orbax's `Checkpointer.save` writes everything into `directory/<epoch>.orbax-checkpoint-tmp`
+and finalises it with `AtomicRenameTemporaryPath.finalize`, which writes `commit_success.txt`
+and then renames the temporary directory to `directory/<epoch>` (`os.rename`, atomic on a local
+POSIX filesystem; orbax/checkpoint/_src/path/atomicity.py). A crash before the rename leaves only
+a `*.orbax-checkpoint-tmp` directory, which Orbax's step listing (`path.step.checkpoint_steps`,
+used by `latest_epoch`) never reports as a checkpoint and the next save of that epoch deletes.
+The manager is created with `enable_async_checkpointing=False`, so `save` returns only after
+the rename and after checkpoints older than the newest `keep` have been deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import orbax.checkpoint as ocp
+
+from mdn_jax import model as mdl
+from mdn_jax import train
+
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A missing, incomplete or inconsistent checkpoint; the message says what to do."""
+
+
+class Restored(NamedTuple):
+    """A restored checkpoint; `state` goes straight back into `fit(state=..., start_epoch=epoch)`."""
+
+    state: train.TrainState
+    graphdef: Any
+    model_config: mdl.ModelConfig
+    train_config: train.TrainConfig
+    epoch: int  # epochs completed when saved
+    history: list[dict]
+    num_samples: int  # N the optimiser schedule was built for
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Orbax logs every save/restore step at INFO through absl; hide that (and its warnings)."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _manager(directory: Path, **options) -> ocp.CheckpointManager:
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(
+        enable_async_checkpointing=False, **options))
+
+
+def _layout(tree) -> dict[str, tuple]:
+    """`{"params/trunk/0/kernel/value": (shape, dtype), ...}` for arrays or Orbax array metadata."""
+    def name(key):
+        return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+    return {"/".join(map(name, path)): (tuple(leaf.shape), str(leaf.dtype))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _epochs(directory: Path) -> list[int]:
+    with _quiet():
+        return sorted(ocp.path.step.checkpoint_steps(directory)) if directory.is_dir() else []
+
+
+def latest_epoch(directory) -> int | None:
+    """The newest complete checkpoint's epoch in `directory`, or None; temporary dirs are ignored."""
+    epochs = _epochs(Path(directory).absolute())
+    return epochs[-1] if epochs else None
+
+
+def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
+         train_config: train.TrainConfig, epoch: int, num_samples: int,
+         history: list[dict] | None = None, keep: int = 2) -> Path:
+    """Write the checkpoint for `epoch` to `directory/<epoch>/`, keep the newest `keep`; return its path.
+
+    Synchronous: the checkpoint is complete on disk when this returns. Epochs must increase
+    within a directory: saving an epoch at or below the latest one raises CheckpointError.
+    """
+    directory = Path(directory).absolute()
+    if not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be a positive integer, got {keep!r}")
+    if not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+    latest = latest_epoch(directory)
+    if latest is not None and epoch <= latest:
+        raise CheckpointError(f"{directory} already has a checkpoint for epoch {latest} and epoch {epoch} "
+                              "is not newer; save to another directory or delete the later checkpoints")
+    arrays = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+              "key": jax.random.key_data(state.key)}
+    meta = {"format": FORMAT, "epoch": epoch, "num_samples": int(num_samples),
+            "key_impl": str(jax.random.key_impl(state.key)), "model_config": model_config.to_dict(),
+            "train_config": train_config.to_dict(), "history": list(history or [])}
+    with _quiet(), _manager(directory, max_to_keep=keep, create=True) as manager:
+        # force: skip Orbax's save-interval policy (never silently drop a save); it does not overwrite.
+        manager.save(epoch, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
+        manager.wait_until_finished()
+    return directory / str(epoch)
+
+
+def restore(directory, *, epoch: int | None = None) -> Restored:
+    """Load the checkpoint for `epoch` (default: the latest) from `directory`.
+
+    The arrays are restored against the structure `fit` would build from the stored configs
+    (`model.init` params; `make_optimizer` + `Trainer.init` optimiser state), so a checkpoint
+    whose arrays do not fit its own configs raises CheckpointError.
+    """
+    directory = Path(directory).absolute()
+    epochs = _epochs(directory)
+    if not epochs:
+        raise CheckpointError(f"no checkpoint in {directory}; train first or check the path")
+    epoch = epochs[-1] if epoch is None else epoch
+    if epoch not in epochs:
+        raise CheckpointError(f"no checkpoint for epoch {epoch} in {directory}; available: {epochs}")
+    where = directory / str(epoch)
+    with _quiet(), _manager(directory, create=False) as manager:
+        try:
+            meta = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            model_config = mdl.ModelConfig.from_dict(meta["model_config"])
+            train_config = train.TrainConfig.from_dict(meta["train_config"])
+            num_samples, key_impl = int(meta["num_samples"]), meta["key_impl"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"unreadable checkpoint metadata in {where}: {error}") from None
+        # Abstract (shape-only) init: no initialiser runs or compiles; the graphdef is the real one.
+        graphdef, params = jax.eval_shape(lambda key: mdl.init(model_config, key=key), jax.random.key(0))
+        total_steps = train_config.epochs * train.steps_per_epoch(num_samples, train_config.batch_size)
+        trainer = train.Trainer(graphdef, train.make_optimizer(train_config, total_steps=total_steps))
+        fresh = jax.eval_shape(lambda p: trainer.init(p, key=jax.random.key(0)), params)
+        key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
+        # Place every array on the default device explicitly: without a sharding Orbax reuses the
+        # saved one, which pins a CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), {
+            "params": fresh.params, "opt_state": fresh.opt_state, "step": fresh.step, "key": key_data})
+        stored, wanted = _layout(manager.item_metadata(epoch)["state"]), _layout(target)
+        if stored != wanted:
+            path = min(set(stored) ^ set(wanted) or {p for p in wanted if stored[p] != wanted[p]})
+            raise CheckpointError(
+                f"checkpoint {where} does not match its stored config (hidden={model_config.hidden}, "
+                f"structure={model_config.structure!r}, clip_norm={train_config.clip_norm}): "
+                f"{path} is {stored.get(path, 'missing')} on disk but {wanted.get(path, 'absent')} "
+                "in the model and optimiser the config builds")
+        arrays = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+    key = jax.random.wrap_key_data(arrays["key"], impl=key_impl)
+    state = train.TrainState(arrays["params"], arrays["opt_state"], arrays["step"], key)
+    return Restored(state, graphdef, model_config, train_config, int(meta["epoch"]),
+                    list(meta["history"]), num_samples)

@@ -1,0 +1,243 @@
+"""The `mdn-jax` command: parses arguments into configs and calls the library.
+
+Every user error (bad path, bad image, nonsense flag) ends with one line on stderr,
+`mdn-jax: error: <problem>; <fix>`, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+DEMO_EPOCHS = 60
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"expected positive HxW such as 128x128, got {text!r}")
+    return height, width
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 100,100,50, got {text!r}") from None
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"expected positive comma-separated widths such as 100,100,50, got {text!r}")
+    return widths
+
+
+def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_every: int) -> None:
+    parser.add_argument("--components", type=_positive_int, default=10, help="mixture components K (default 10)")
+    parser.add_argument("--structure", choices=("joint", "per_dim", "full"), default="joint",
+                        help="joint: shared weights, diagonal (default); per_dim: a mixture per channel; "
+                             "full: full covariance")
+    parser.add_argument("--hidden", type=_hidden, default=(100, 100, 100, 100, 100, 50),
+                        help="trunk widths (default 100,100,100,100,100,50)")
+    parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"epochs (default {epochs})")
+    parser.add_argument("--batch-size", type=_positive_int, default=200, help="batch size (default 200)")
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--schedule", choices=("constant", "cosine", "warmup_cosine"), default="constant",
+                        help="learning-rate schedule (default constant)")
+    parser.add_argument("--clip-norm", type=_positive_float, default=None, help="clip gradients to this global norm")
+    parser.add_argument("--scale-floor", type=_positive_float, default=0.01,
+                        help="smallest standard deviation (default 0.01, ~2.5/255)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--frame-every", type=_non_negative_int, default=frame_every,
+                        help=f"epochs between montage frames (default {frame_every})")
+    parser.add_argument("--checkpoint-every", type=_non_negative_int, default=25,
+                        help="epochs between checkpoints (default 25; one is always written at the end)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdn-jax", description="Mixture Density Networks in JAX: "
+                                     "learn images as mixtures, watch them learn, render what they learned.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train on five built-in generated images (about 2 minutes on a laptop CPU)",
+                          description="Train a 10-component MDN on five built-in 128x128 images and write a run "
+                                      "folder with renders, a montage GIF and metrics.")
+    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument("--images", type=_positive_int, default=5, help="how many built-in images, 1-8 (default 5)")
+    _add_training_flags(demo, epochs=DEMO_EPOCHS, frame_every=3)
+    demo.set_defaults(handler=_run_demo)
+
+    train = sub.add_parser("train", help="train on your images", description="Train an MDN that maps pixel "
+                           "position to colour on one or more images (files or folders).")
+    train.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--size", type=_size, default=None, help="resize every image to HxW (needed if sizes differ)")
+    _add_training_flags(train, epochs=100, frame_every=5)
+    train.set_defaults(handler=_run_train)
+
+    render = sub.add_parser("render", help="render a trained run to a PNG", description="Render a trained run "
+                            "folder at any resolution.")
+    render.add_argument("run", metavar="DIR", help="a run folder written by train or demo")
+    render.add_argument("--method", choices=("mode", "mean", "sample", "component", "uncertainty", "components"),
+                        default="mode", help="mode: mean of the heaviest component (default); mean: mixture mean; "
+                        "sample: random draws; component: component K's mean; uncertainty: predictive std heat map; "
+                        "components: which component wins where")
+    render.add_argument("--component", type=_non_negative_int, default=0, help="component index for --method component")
+    render.add_argument("--size", type=_size, default=None, help="output HxW (default: the training size)")
+    render.add_argument("--temperature", type=_non_negative_float, default=1.0, help="weight temperature for sample")
+    render.add_argument("--sigma-temperature", type=_non_negative_float, default=1.0,
+                        help="standard-deviation multiplier for sample")
+    render.add_argument("--samples", type=_positive_int, default=1, help="number of samples, laid out in a grid")
+    render.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for sample")
+    render.add_argument("--chunk", type=_positive_int, default=16384, help="pixels per compiled chunk")
+    render.add_argument("--out", required=True, help="PNG file to write")
+    render.set_defaults(handler=_run_render)
+    return parser
+
+
+def _configs(args, *, data_info):
+    from mdn_jax import runs, train
+
+    model_config = runs.image_model_config(components=args.components, structure=args.structure,
+                                           hidden=args.hidden, scale_floor=args.scale_floor)
+    train_config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                                     schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed)
+    options = runs.RunOptions(frame_every=args.frame_every, checkpoint_every=args.checkpoint_every,
+                              progress=not args.no_progress and sys.stderr.isatty())
+    return model_config, train_config, options
+
+
+def _train_and_report(images, args, data_info) -> int:
+    from mdn_jax import runs
+
+    model_config, train_config, options = _configs(args, data_info=data_info)
+    print(f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} "
+          f"({images.shape[0] * images.shape[1] * images.shape[2]:,} pixels) on {runs.device_name()}; "
+          f"{model_config.components} {model_config.structure} components, {train_config.epochs} epochs")
+    values = runs.train_on_images(images, args.out, model_config=model_config, train_config=train_config,
+                                  options=options, resume=args.resume, data_info=data_info)
+    out = Path(args.out)
+    print(f"NLL {values['nll_nats']:.3f} nats/pixel; component PSNR "
+          f"{', '.join(f'{v:.1f}' for v in values['component_psnr'])} dB; coverage PSNR "
+          f"{', '.join(f'{v:.1f}' for v in values['coverage_psnr'])} dB; "
+          f"{values['samples_per_second'] / 1e3:.0f}k samples/s")
+    print(f"wrote {out}/: open montage.gif (training progress), final_mode.png, components.png, "
+          f"samples.png, uncertainty.png, loss.png; scores in metrics.json")
+    return 130 if values.get("interrupted") else 0
+
+
+def _run_demo(args) -> int:
+    from mdn_jax import data
+
+    images = data.demo_images(count=args.images)
+    return _train_and_report(images, args, {"source": "demo", "count": args.images,
+                                            "height": 128, "width": 128})
+
+
+def _run_train(args) -> int:
+    from mdn_jax import data
+
+    images = data.load_images(args.inputs, size=args.size)
+    info = {"source": [str(p) for p in data.find_images(args.inputs)], "count": len(images),
+            "height": int(images.shape[1]), "width": int(images.shape[2])}
+    return _train_and_report(images, args, info)
+
+
+def _run_render(args) -> int:
+    import jax
+
+    from mdn_jax import checkpoint, media, render, runs
+
+    run_dir = Path(args.run)
+    if not args.out.lower().endswith(".png"):
+        raise ValueError(f"--out must be a .png file, got {args.out!r}")
+    graphdef, params, model_config, _ = runs.load_run(run_dir)
+    if args.size is None:
+        try:
+            info = json.loads((run_dir / "config.json").read_text())["data"]
+            size = (int(info["height"]), int(info["width"]))
+        except (OSError, KeyError, ValueError, TypeError):
+            raise checkpoint.CheckpointError(f"{run_dir}/config.json has no training size; pass --size HxW") from None
+    else:
+        size = args.size
+    if args.method == "component" and args.component >= model_config.components:
+        raise ValueError(f"--component {args.component} does not exist: this model has components "
+                         f"0..{model_config.components - 1}")
+    image = render.render(graphdef, params, height=size[0], width=size[1], method=args.method,
+                          component=args.component, key=jax.random.key(args.seed), num_samples=args.samples,
+                          temperature=args.temperature, sigma_temperature=args.sigma_temperature,
+                          pixels_per_chunk=args.chunk)
+    if args.method == "sample":
+        image = image[0] if len(image) == 1 else media.grid(list(image))
+    media.save_png(args.out, image)
+    print(f"wrote {args.out} ({args.method}, {size[0]}x{size[1]})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mdn_jax.checkpoint import CheckpointError
+    from mdn_jax.data import DataError
+
+    try:
+        return args.handler(args)
+    except (DataError, CheckpointError, ValueError, FileNotFoundError, PermissionError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"mdn-jax: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mdn-jax: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

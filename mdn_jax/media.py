@@ -1,0 +1,135 @@
+"""Pictures: PNG files, image grids, the training-progress montage GIF and the loss curve.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a
+crash never leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded)."""
+    return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call `write(temporary_path)` then rename the result to `path` (same folder, so atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a float `[H, W, 3]` image in [0, 1] (or uint8) as PNG, atomically."""
+    import imageio.v3 as iio
+
+    pixels = image if np.asarray(image).dtype == np.uint8 else to_uint8(image)
+    return atomic_write(path, lambda temporary: iio.imwrite(temporary, pixels, extension=".png"))
+
+
+def grid(images: Sequence[np.ndarray] | np.ndarray, *, columns: int | None = None, pad: int = 2,
+         background: float = 1.0) -> np.ndarray:
+    """Lay `[N, H, W, 3]` images out in a grid with `pad` pixels between them, `[rows*H', cols*W', 3]`."""
+    images = [np.asarray(image, np.float32) for image in images]
+    if not images:
+        raise ValueError("grid needs at least one image")
+    count = len(images)
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = -(-count // columns)
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    canvas = np.full((rows * (height + pad) + pad, columns * (width + pad) + pad, 3), background, np.float32)
+    for index, image in enumerate(images):
+        r, c = divmod(index, columns)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        canvas[top:top + image.shape[0], left:left + image.shape[1]] = image[..., :3]
+    return canvas
+
+
+def montage_frame(training_images: np.ndarray, render: np.ndarray, *, label: str = "") -> np.ndarray:
+    """One GIF frame: the training images in a row, the current render beside them.
+
+    A caption strip (e.g. 'epoch 40') is drawn under the images when `label` is given.
+    """
+    row = grid(list(training_images) + [render], columns=len(training_images) + 1)
+    if not label:
+        return row
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (row.shape[1], 14), (255, 255, 255))
+    ImageDraw.Draw(strip).text((4, 1), label, fill=(40, 40, 40))
+    return np.concatenate([row, np.asarray(strip, np.float32) / 255.0], axis=0)
+
+
+def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *, seconds_per_frame: float = 0.25,
+             hold_last: float = 1.5) -> Path:
+    """Write frames (float `[H, W, 3]`, same size) as a looping GIF, atomically."""
+    import imageio.v3 as iio
+
+    frames = [to_uint8(frame) for frame in frames]
+    if not frames:
+        raise ValueError("a GIF needs at least one frame")
+    durations = [int(seconds_per_frame * 1000)] * (len(frames) - 1) + [int(hold_last * 1000)]
+    return atomic_write(path, lambda temporary: iio.imwrite(
+        temporary, np.stack(frames), extension=".gif", duration=durations, loop=0))
+
+
+def line_chart(series: dict[str, Sequence[float]], *, title: str = "", xlabel: str = "epoch",
+               size: tuple[int, int] = (640, 400)) -> np.ndarray:
+    """A plain line chart of one or more series over their index, `[H, W, 3]` float in [0, 1]."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    left, right, top, bottom = 64, 16, 28, 40
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    values = [np.asarray(v, np.float64) for v in series.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if high - low < 1e-12:
+        low, high = low - 1.0, high + 1.0
+    length = max((len(v) for v in values), default=1)
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def to_xy(i, value):
+        x = left + (i / max(length - 1, 1)) * plot_w
+        y = top + (1.0 - (value - low) / (high - low)) * plot_h
+        return x, y
+
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline=(120, 120, 120))
+    for fraction in np.linspace(0, 1, 5):
+        value = low + fraction * (high - low)
+        _, y = to_xy(0, value)
+        draw.line([left - 4, y, left, y], fill=(120, 120, 120))
+        draw.text((4, y - 6), f"{value:.3g}", fill=(60, 60, 60))
+    for i in np.unique(np.linspace(0, length - 1, min(length, 6)).round().astype(int)):
+        x, _ = to_xy(i, low)
+        draw.text((x - 8, top + plot_h + 6), str(i + 1), fill=(60, 60, 60))
+    draw.text((left + plot_w // 2 - 20, height - 18), xlabel, fill=(60, 60, 60))
+    draw.text((left, 8), title, fill=(20, 20, 20))
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+    for index, (name, v) in enumerate(zip(series, values)):
+        colour = colours[index % len(colours)]
+        points = [to_xy(i, value) for i, value in enumerate(v) if np.isfinite(value)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        elif points:
+            draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
+        draw.text((left + plot_w - 150, top + 6 + 14 * index), name, fill=colour)
+    return np.asarray(image, np.float32) / 255.0

@@ -1,0 +1,70 @@
+"""Scores for image models: likelihood per pixel and the two PSNRs of the design.
+
+- `component_psnr`: for each training image, the best PSNR of any single-component render
+  against it (does one component hold a whole image?).
+- `coverage_psnr`: for each training image, the PSNR of the per-pixel closest component mean
+  (does the mixture cover that image's colours at all?).
+Colours are compared in [0, 1] (component means clipped, as a render would show them), so a
+PSNR is `10 log10(1 / mse)` in dB.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdn_jax import data as dt
+from mdn_jax import mixture as mx
+from mdn_jax import model as mdl
+
+
+def psnr(mse) -> np.ndarray:
+    """PSNR in dB for colours in [0, 1]; capped at 100 dB for a perfect match."""
+    mse = np.maximum(np.asarray(mse, np.float64), 1e-10)
+    return 10.0 * np.log10(1.0 / mse)
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _chunk_errors(graphdef, params, positions, images):
+    """For positions `[C, 2]` and the images' colours there `[N, C, 3]`:
+
+    returns squared errors summed over channels per component `[N, K]` (summed over the
+    chunk), the per-pixel closest-component error `[N]` (summed over the chunk) and the
+    log-likelihood of every image's pixels `[N]` (summed over the chunk).
+    """
+    mixture = mdl.apply(graphdef, params, positions)  # batch [C]
+    means = jnp.clip(mx.component_means(mixture), 0.0, 1.0)  # [C, K, D]
+    errors = jnp.sum(jnp.square(means[None] - images[:, :, None, :]), axis=-1)  # [N, C, K]
+    per_component = jnp.sum(errors, axis=1)  # over pixels: [N, K]
+    closest = jnp.sum(jnp.min(errors, axis=-1), axis=1)  # min over K, sum over pixels: [N]
+    log_likelihood = jnp.sum(jax.vmap(lambda y: mx.log_prob(mixture, y))(images), axis=1)  # [N]
+    return per_component, closest, log_likelihood
+
+
+def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int = 8192) -> dict:
+    """Scores of a model against its training images `[N, H, W, 3]`.
+
+    Returns a dict with `nll_nats` (mean negative log-likelihood per pixel, all channels
+    together), `component_psnr` and `coverage_psnr` (lists, one value per image, in dB) and
+    `best_component` (the component index behind each component PSNR).
+    """
+    images = np.asarray(images, np.float32)
+    n, height, width, channels = images.shape
+    positions = dt.pixel_grid(height, width)
+    colours = images.reshape(n, height * width, channels)
+    per_component = closest = log_likelihood = 0.0
+    for start in range(0, height * width, pixels_per_chunk):
+        stop = start + pixels_per_chunk
+        a, b, c = _chunk_errors(graphdef, params, positions[start:stop], colours[:, start:stop])
+        per_component, closest, log_likelihood = per_component + a, closest + b, log_likelihood + c
+    count = height * width * channels
+    per_component, closest = np.asarray(per_component) / count, np.asarray(closest) / count
+    return {
+        "nll_nats": float(-np.sum(log_likelihood) / (n * height * width)),
+        "component_psnr": [round(float(v), 3) for v in psnr(per_component.min(axis=1))],
+        "coverage_psnr": [round(float(v), 3) for v in psnr(closest)],
+        "best_component": [int(k) for k in per_component.argmin(axis=1)],
+    }

@@ -1,0 +1,193 @@
+"""Render a trained model to an image of any size, in memory-bounded chunks.
+
+The pixel grid is never materialised: each chunk of `pixels_per_chunk` consecutive pixel
+indices (row-major) is turned into pixel-centre positions inside one compiled function, on the
+same unit-square frame as training (see `mdn_jax.data.pixel_grid`), so a model trained at 128x128
+renders at 4096x4096 with the same mapping. Every chunk has the same shape (the last is padded)
+so each (method, chunk size) compiles once. Inside a chunk the pixels go through one compiled
+tile computation of `TILE` pixels at a time, and random draws are keyed per pixel with
+`fold_in(fold_in(key, sample), pixel_index)`, so the chunk size never changes a bit of the result.
+
+Methods (`METHODS`):
+  mode         the mean of the most probable component at each pixel (the reference render);
+  mean         the mixture mean;
+  sample       a random draw per pixel with temperature and sigma_temperature; N samples come
+               from one compiled call per chunk (the network runs once, draws are vmapped);
+  component    the mean of component k at every pixel;
+  uncertainty  the predictive standard deviation (root mean over channels of the mixture
+               variance), colour-mapped from 0 (dark) to the image's maximum (bright);
+  components   which component wins at each pixel, one colour per component.
+"""
+
+from __future__ import annotations
+
+import functools
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdn_jax import mixture as mx
+from mdn_jax import model as mdl
+
+METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
+DEFAULT_PIXELS_PER_CHUNK = 16384
+
+# A perceptually ordered dark-to-bright map (control points of matplotlib's 'magma').
+_HEAT = np.array([[0.001, 0.000, 0.014], [0.231, 0.059, 0.439], [0.550, 0.161, 0.506],
+                  [0.868, 0.288, 0.409], [0.994, 0.624, 0.427], [0.987, 0.991, 0.750]], np.float32)
+# Distinct colours for component maps (Tableau 10), cycled with darkening past 10.
+_PALETTE = np.array([[0.122, 0.467, 0.706], [1.000, 0.498, 0.055], [0.173, 0.627, 0.173],
+                     [0.839, 0.153, 0.157], [0.580, 0.404, 0.741], [0.549, 0.337, 0.294],
+                     [0.890, 0.467, 0.761], [0.498, 0.498, 0.498], [0.737, 0.741, 0.133],
+                     [0.090, 0.745, 0.812]], np.float32)
+
+
+def heat_colours(values: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
+    """Map non-negative values `[...]` to RGB `[..., 3]` on a dark-to-bright scale from 0 to vmax."""
+    values = np.asarray(values, np.float32)
+    vmax = float(np.max(values)) if vmax is None else float(vmax)
+    t = np.clip(values / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(values)
+    position = t * (len(_HEAT) - 1)
+    low = np.minimum(position.astype(np.int32), len(_HEAT) - 2)
+    frac = (position - low)[..., None]
+    return (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).astype(np.float32)
+
+
+def component_colours(count: int) -> np.ndarray:
+    """`[count, 3]` distinct RGB colours for component indices."""
+    index = np.arange(count)
+    shade = 1.0 - 0.3 * ((index // len(_PALETTE)) % 3)
+    return (_PALETTE[index % len(_PALETTE)] * shade[:, None]).astype(np.float32)
+
+
+def _positions(pixel_ids: jax.Array, height, width) -> jax.Array:
+    """Row-major pixel indices `[C]` to pixel-centre positions `[C, 2]` in the unit square."""
+    rows = pixel_ids // width
+    cols = pixel_ids - rows * width
+    return jnp.stack([(rows + 0.5) / height, (cols + 0.5) / width], axis=-1).astype(jnp.float32)
+
+
+def _tile_values(graphdef, params, pixel_ids, height, width, key, component, temperature,
+                 sigma_temperature, *, method: str, num_samples: int):
+    """Values for one tile of pixel indices `[TILE]`: `[TILE, D]`, `[TILE]` or `[N, TILE, D]`."""
+    mixture = mdl.apply(graphdef, params, _positions(pixel_ids, height, width))  # batch [TILE]
+    if method == "mode":
+        return mx.most_probable_mean(mixture)
+    if method == "mean":
+        return mx.mean(mixture)
+    if method == "component":
+        return mx.select_component(mixture, component)
+    if method == "uncertainty":
+        return jnp.sqrt(jnp.mean(mx.variance(mixture), axis=-1))
+    if method == "components":
+        return mx.most_probable_component(mixture)
+
+    def one_sample(sample_key):  # -> [TILE, D]
+        pixel_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(sample_key, pixel_ids)
+        draw = functools.partial(mx.sample, temperature=temperature, sigma_temperature=sigma_temperature)
+        return jax.vmap(draw)(pixel_keys, mixture)
+
+    sample_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_samples))
+    return jax.vmap(one_sample)(sample_keys)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "method", "chunk", "num_samples"))
+def _render_chunk(graphdef, params, start, height, width, key, component, temperature,
+                  sigma_temperature, *, method: str, chunk: int, num_samples: int):
+    """Values for pixels `start .. start + chunk`: `[chunk, D]`, `[chunk]` or `[N, chunk, D]`.
+
+    The chunk is computed as a `lax.map` over tiles of `TILE` pixels: every pixel goes through
+    the same compiled tile computation whatever the chunk size, so the chunk size cannot change
+    a single bit of the result (XLA's CPU kernels round differently for different batch shapes).
+    """
+    tiles = (start + jnp.arange(chunk, dtype=jnp.int32)).reshape(chunk // TILE, TILE)
+    values = jax.lax.map(lambda ids: _tile_values(
+        graphdef, params, ids, height, width, key, component, temperature, sigma_temperature,
+        method=method, num_samples=num_samples), tiles)  # [chunk / TILE, (N,) TILE, ...]
+    if method == "sample":
+        values = jnp.moveaxis(values, 1, 0)  # [N, chunk / TILE, TILE, D]
+        return values.reshape((num_samples, chunk) + values.shape[3:])
+    return values.reshape((chunk,) + values.shape[2:])
+
+
+def render_values(graphdef, params, *, height: int, width: int, method: str = "mode",
+                  component: int = 0, key: jax.Array | None = None, num_samples: int = 1,
+                  temperature: float = 1.0, sigma_temperature: float = 1.0,
+                  pixels_per_chunk: int = DEFAULT_PIXELS_PER_CHUNK) -> np.ndarray:
+    """Raw per-pixel values of a render method, computed chunk by chunk.
+
+    Returns `[H, W, D]` (mode, mean, component), `[num_samples, H, W, D]` (sample),
+    `[H, W]` float standard deviations (uncertainty) or `[H, W]` int component indices
+    (components). Colours are not clipped.
+    """
+    config: mdl.ModelConfig = mdl.config_of(graphdef, params)
+    _check(config, height=height, width=width, method=method, component=component,
+           num_samples=num_samples, pixels_per_chunk=pixels_per_chunk)
+    if method == "sample" and key is None:
+        raise ValueError("method 'sample' needs a random key: pass key=jax.random.key(seed)")
+    key = jax.random.key(0) if key is None else key
+    total = height * width
+    chunk = _chunk_size(pixels_per_chunk, total)
+    num_chunks = -(-total // chunk)
+    run = functools.partial(_render_chunk, graphdef, params, height=height, width=width, key=key,
+                            component=component, temperature=temperature,
+                            sigma_temperature=sigma_temperature, method=method, chunk=chunk,
+                            num_samples=num_samples if method == "sample" else 1)
+    lead = (num_samples,) if method == "sample" else ()
+    out = None
+    in_flight = None  # (index, device values): one chunk computes while the last is copied out
+    for index in range(num_chunks + 1):
+        current = (index, run(start=index * chunk)) if index < num_chunks else None
+        if in_flight is not None:
+            done, values = in_flight[0], np.asarray(in_flight[1])
+            if out is None:
+                out = np.empty(lead + (num_chunks * chunk,) + values.shape[len(lead) + 1:], values.dtype)
+            out[(slice(None),) * len(lead) + (slice(done * chunk, (done + 1) * chunk),)] = values
+        in_flight = current
+    if method == "sample":
+        return out[:, :total].reshape((num_samples, height, width) + out.shape[2:])
+    return out[:total].reshape((height, width) + out.shape[1:])
+
+
+TILE = 1024
+
+
+def _chunk_size(pixels_per_chunk: int, total: int) -> int:
+    """Pixels per compiled chunk: the request (at most the image) rounded up to whole tiles.
+
+    The last chunk is padded to the same shape, so each chunk size compiles once.
+    """
+    chunk = min(pixels_per_chunk, total)
+    return -(-chunk // TILE) * TILE
+
+
+def render(graphdef, params, *, height: int, width: int, method: str = "mode", **options) -> np.ndarray:
+    """An RGB-displayable render: `[H, W, C]` float32, or `[N, H, W, C]` for method 'sample'.
+
+    Colour methods (mode, mean, sample, component) are clipped to [0, 1]; 'uncertainty' and
+    'components' are colour-mapped. `options` are those of `render_values`.
+    """
+    values = render_values(graphdef, params, height=height, width=width, method=method, **options)
+    if method == "uncertainty":
+        return heat_colours(values)
+    if method == "components":
+        return component_colours(mdl.config_of(graphdef, params).components)[values]
+    return np.clip(values, 0.0, 1.0).astype(np.float32)
+
+
+def _check(config: mdl.ModelConfig, *, height, width, method, component, num_samples,
+           pixels_per_chunk):
+    if method not in METHODS:
+        raise ValueError(f"unknown render method {method!r}; use one of {', '.join(METHODS)}")
+    for name, value in (("height", height), ("width", width), ("pixels_per_chunk", pixels_per_chunk),
+                        ("num_samples", num_samples)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if height * width >= 2**31:
+        raise ValueError(f"{height}x{width} has more pixels than this renderer indexes (2^31); render tiles")
+    if config.in_features != 2:
+        raise ValueError(f"rendering needs a model of (row, column) positions, but this one has "
+                         f"{config.in_features} inputs")
+    if not 0 <= component < config.components:
+        raise ValueError(f"component must be in 0..{config.components - 1} for this {config.components}-component "
+                         f"model, got {component}")

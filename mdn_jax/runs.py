@@ -1,0 +1,235 @@
+"""A training run on images, in a run folder: progress, frames, checkpoints, final renders.
+
+Layout of a run folder:
+
+    config.json       model, training and data settings, versions
+    metrics.json      scores (nll_nats, component_psnr, coverage_psnr, ...) and per-epoch history
+    checkpoint/       Orbax checkpoints (params, optimiser state, epoch), newest kept
+    frames/           one PNG per frame of the montage (training images beside the mode render)
+    montage.gif       those frames as an animation
+    final_mode.png    the mode render at training resolution
+    components.png    one render per component, in a grid
+    samples.png       random draws (temperature 1) in a grid
+    uncertainty.png   predictive standard deviation, colour-mapped
+    loss.png          the training curve
+
+Every file is written under a temporary name and renamed into place. Ctrl-C stops after the
+current epoch, saves a checkpoint and writes the outputs; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from mdn_jax import checkpoint as ckpt
+from mdn_jax import data as dt
+from mdn_jax import media, metrics
+from mdn_jax import model as mdl
+from mdn_jax import render as rd
+from mdn_jax import train as tr
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a run reports and saves (not what it learns).
+
+    frame_every: epochs between montage frames (0: only the first and last epoch).
+    checkpoint_every: epochs between checkpoints (one is always written at the end).
+    samples: random draws shown in samples.png.
+    progress: show a progress bar.
+    """
+
+    frame_every: int = 10
+    checkpoint_every: int = 25
+    samples: int = 8
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("frame_every", "checkpoint_every", "samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0 or (name == "samples" and value < 1):
+                raise ValueError(f"{name} must be a {'positive' if name == 'samples' else 'non-negative'} "
+                                 f"integer, got {value!r}")
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import optax
+
+    return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
+
+
+def device_name() -> str:
+    device = jax.devices()[0]
+    return f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
+
+
+def write_json(path: Path, values: dict) -> None:
+    text = json.dumps(values, indent=2, sort_keys=False) + "\n"
+    media.atomic_write(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def image_model_config(**overrides) -> mdl.ModelConfig:
+    """A model config for (row, column) -> RGB with the image input normalisation."""
+    values = dict(in_features=2, out_features=3, input_offset=dt.IMAGE_INPUT_OFFSET,
+                  input_scale=dt.IMAGE_INPUT_SCALE, scale_floor=0.01)
+    values.update(overrides)
+    return mdl.ModelConfig(**values)
+
+
+class _StopFlag:
+    """SIGINT sets a flag the epoch loop checks; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _progress(total: int, start: int, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(),
+                        TextColumn("{task.fields[status]}"), TimeRemainingColumn(), disable=not enabled,
+                        transient=False)
+    task = progress.add_task("train", total=total, completed=start, status="compiling...")
+    return progress, task
+
+
+def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.ModelConfig,
+                    train_config: tr.TrainConfig, options: RunOptions = RunOptions(),
+                    resume: bool = False, data_info: dict[str, Any] | None = None,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train on `images [N, H, W, 3]` and fill the run folder `out`; returns the metrics dict."""
+    out = Path(out)
+    images = np.asarray(images, np.float32)
+    xs, ys = dt.image_pairs(images)
+    if train_config.batch_size > xs.shape[0]:
+        raise ValueError(f"batch size {train_config.batch_size} is larger than the {xs.shape[0]} "
+                         f"training pixels; use --batch-size {xs.shape[0]} or less")
+    start_epoch, state, history = 0, None, []
+    checkpoint_dir = out / "checkpoint"
+    if resume:
+        if ckpt.latest_epoch(checkpoint_dir) is None:
+            raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
+        restored = ckpt.restore(checkpoint_dir)
+        if restored.model_config != model_config or restored.train_config.seed != train_config.seed:
+            raise ckpt.CheckpointError(
+                f"{out} was trained with other settings (see its config.json); resume with the same "
+                "flags or start a new --out folder")
+        start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
+        log(f"resuming {out} from epoch {start_epoch}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {"model": model_config.to_dict(), "train": train_config.to_dict(),
+                                     "run": dataclasses.asdict(options), "data": data_info or {},
+                                     "versions": versions()})
+    height, width = images.shape[1:3]
+    frames_dir = out / "frames"
+
+    def save_frame(graphdef, report_state, epoch):
+        render = rd.render(graphdef, report_state.params, height=height, width=width, method="mode")
+        frame = media.montage_frame(images, render, label=f"epoch {epoch}")
+        media.save_png(frames_dir / f"epoch_{epoch:05d}.png", frame)
+
+    def save_checkpoint(report_state, epoch, history):
+        ckpt.save(checkpoint_dir, state=report_state, model_config=model_config, train_config=train_config,
+                  epoch=epoch, history=history, num_samples=xs.shape[0])
+
+    if start_epoch >= train_config.epochs:
+        log(f"{out} already has {start_epoch} epochs; raise --epochs to train more")
+    progress, task = _progress(train_config.epochs, start_epoch, options.progress)
+    run_seconds = time.perf_counter()
+    with _StopFlag() as stop, progress:
+        def on_epoch(report: tr.EpochReport):
+            record = {"epoch": report.epoch, "loss": round(report.loss, 6), "seconds": round(report.seconds, 4),
+                      "samples_per_second": round(report.samples_per_second, 1)}
+            history.append(record)
+            progress.update(task, completed=report.epoch,
+                            status=f"loss {report.loss:.4f}  {report.samples_per_second / 1e3:.0f}k samples/s")
+            last = report.epoch == train_config.epochs or stop.requested
+            every = options.frame_every
+            if report.epoch == 1 or last or (every and report.epoch % every == 0):
+                save_frame(report.graphdef, report.state, report.epoch)
+            if last or (options.checkpoint_every and report.epoch % options.checkpoint_every == 0):
+                save_checkpoint(report.state, report.epoch, history)
+            return stop.requested
+
+        result = tr.fit(xs, ys, model_config=model_config, train_config=train_config, callbacks=[on_epoch],
+                        normalise_inputs=False, state=state, start_epoch=start_epoch)
+    interrupted = stop.requested
+    if interrupted:
+        log(f"interrupted: checkpoint saved at epoch {history[-1]['epoch'] if history else start_epoch}; "
+            f"continue with --resume")
+    return finish(out, images, result.graphdef, result.state.params, model_config, history, options,
+                  seconds=time.perf_counter() - run_seconds, interrupted=interrupted)
+
+
+def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.ModelConfig,
+           history: list[dict], options: RunOptions, *, seconds: float, interrupted: bool = False) -> dict:
+    """Write the final renders, the montage GIF, the loss curve and metrics.json."""
+    height, width = images.shape[1:3]
+    frames = sorted((out / "frames").glob("epoch_*.png"))
+    if frames:
+        import imageio.v3 as iio
+
+        media.save_gif(out / "montage.gif", [iio.imread(f)[..., :3] / 255.0 for f in frames])
+    media.save_png(out / "final_mode.png", rd.render(graphdef, params, height=height, width=width, method="mode"))
+    component_renders = [rd.render(graphdef, params, height=height, width=width, method="component", component=k)
+                         for k in range(model_config.components)]
+    media.save_png(out / "components.png", media.grid(component_renders))
+    samples = rd.render(graphdef, params, height=height, width=width, method="sample",
+                        key=jax.random.key(0), num_samples=options.samples)
+    media.save_png(out / "samples.png", media.grid(list(samples)))
+    media.save_png(out / "uncertainty.png", rd.render(graphdef, params, height=height, width=width,
+                                                      method="uncertainty"))
+    media.save_png(out / "loss.png", media.line_chart({"training NLL (nats/pixel)": [h["loss"] for h in history]},
+                                                      title="training loss"))
+    scores = metrics.image_scores(graphdef, params, images)
+    steady = [h["samples_per_second"] for h in history[1:]] or [h["samples_per_second"] for h in history]
+    values = {
+        **scores,
+        "samples_per_second": round(statistics.median(steady), 1) if steady else None,
+        "epochs": history[-1]["epoch"] if history else 0,
+        "seconds": round(sum(h["seconds"] for h in history), 3),
+        "wall_seconds_this_session": round(seconds, 3),
+        "interrupted": interrupted,
+        "device": device_name(),
+        "versions": versions(),
+        "history": history,
+    }
+    write_json(out / "metrics.json", values)
+    return values
+
+
+def load_run(run_dir: str | Path):
+    """The trained model of a run folder: `(graphdef, params, model_config, metadata)`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ckpt.CheckpointError(f"{run_dir}: no such run folder; pass the --out folder of a training run")
+    restored = ckpt.restore(run_dir / "checkpoint")
+    return restored.graphdef, restored.state.params, restored.model_config, restored
