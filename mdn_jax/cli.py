@@ -59,6 +59,8 @@ def _non_negative_float(text: str) -> float:
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().replace("×", "x").split("x")
     try:
+        if len(parts) > 2:
+            raise ValueError(text)
         height, width = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, got {text!r}") from None
@@ -92,6 +94,10 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
     parser.add_argument("--clip-norm", type=_positive_float, default=None, help="clip gradients to this global norm")
     parser.add_argument("--scale-floor", type=_positive_float, default=0.01,
                         help="smallest standard deviation (default 0.01, ~2.5/255)")
+    parser.add_argument("--fourier-features", type=_non_negative_int, default=0,
+                        help="random Fourier features of the position (0: raw positions, the default)")
+    parser.add_argument("--fourier-scale", type=_positive_float, default=10.0,
+                        help="standard deviation of the Fourier frequencies (default 10)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     parser.add_argument("--frame-every", type=_non_negative_int, default=frame_every,
                         help=f"epochs between montage frames (default {frame_every})")
@@ -139,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--chunk", type=_positive_int, default=16384, help="pixels per compiled chunk")
     render.add_argument("--out", required=True, help="PNG file to write")
     render.set_defaults(handler=_run_render)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (training, rendering, likelihood)",
+                           description="Run benchmarks/train_throughput.py, render_throughput.py and "
+                                       "likelihood_throughput.py from a source checkout; quick by default.")
+    bench.add_argument("--full", action="store_true", help="the long version of every benchmark")
+    bench.add_argument("--only", choices=("train", "render", "likelihood"), default=None, help="run one benchmark")
+    bench.set_defaults(handler=_run_bench)
     return parser
 
 
@@ -146,7 +159,9 @@ def _configs(args, *, data_info):
     from mdn_jax import runs, train
 
     model_config = runs.image_model_config(components=args.components, structure=args.structure,
-                                           hidden=args.hidden, scale_floor=args.scale_floor)
+                                           hidden=args.hidden, scale_floor=args.scale_floor,
+                                           fourier_features=args.fourier_features,
+                                           fourier_scale=args.fourier_scale)
     train_config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                      schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed)
     options = runs.RunOptions(frame_every=args.frame_every, checkpoint_every=args.checkpoint_every,
@@ -158,6 +173,10 @@ def _train_and_report(images, args, data_info) -> int:
     from mdn_jax import runs
 
     model_config, train_config, options = _configs(args, data_info=data_info)
+    pixels = images.shape[0] * images.shape[1] * images.shape[2]
+    if train_config.batch_size > pixels:
+        raise ValueError(f"batch size {train_config.batch_size} is larger than the {pixels} training pixels; "
+                         f"use --batch-size {pixels} or less")
     print(f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} "
           f"({images.shape[0] * images.shape[1] * images.shape[2]:,} pixels) on {runs.device_name()}; "
           f"{model_config.components} {model_config.structure} components, {train_config.epochs} epochs")
@@ -219,6 +238,29 @@ def _run_render(args) -> int:
     media.save_png(args.out, image)
     print(f"wrote {args.out} ({args.method}, {size[0]}x{size[1]})")
     return 0
+
+
+def _benchmarks_dir() -> Path:
+    import mdn_jax
+
+    for candidate in (Path(mdn_jax.__file__).resolve().parents[1] / "benchmarks", Path.cwd() / "benchmarks"):
+        if (candidate / "train_throughput.py").exists():
+            return candidate
+    raise FileNotFoundError("benchmarks/ not found next to the installed package; run mdn-jax bench from a "
+                            "source checkout of mdn_jax")
+
+
+def _run_bench(args) -> int:
+    import subprocess
+
+    folder = _benchmarks_dir()
+    names = [args.only] if args.only else ["train", "render", "likelihood"]
+    status = 0
+    for name in names:
+        command = [sys.executable, str(folder / f"{name}_throughput.py")] + (["--full"] if args.full else [])
+        print(f"$ {' '.join(command)}", flush=True)
+        status = status or subprocess.run(command).returncode
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

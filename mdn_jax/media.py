@@ -86,6 +86,8 @@ def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *, seconds_p
     if not frames:
         raise ValueError("a GIF needs at least one frame")
     durations = [int(seconds_per_frame * 1000)] * (len(frames) - 1) + [int(hold_last * 1000)]
+    if len(frames) == 1:  # Pillow's single-frame GIF writer takes one duration, not a list
+        durations = durations[0]
     return atomic_write(path, lambda temporary: iio.imwrite(
         temporary, np.stack(frames), extension=".gif", duration=durations, loop=0))
 

@@ -42,6 +42,12 @@ class ModelConfig:
       input_offset, input_scale: input normalisation `(x - offset) / scale`, applied inside
         the model so every later use (training, rendering) maps inputs the same way; `None`
         means identity.
+      fourier_features: m > 0 encodes the normalised input x as `[sin(2 pi x B), cos(2 pi x B)]`
+        with a fixed random `B [in_features, m]` of standard deviation `fourier_scale`
+        (random Fourier features, Tancik et al. 2020): coordinate MLPs on raw inputs are
+        blurry, this lets them learn sharp edges. 0 (default) feeds x as it is.
+      fourier_scale: standard deviation of B, in cycles per unit of normalised input.
+      fourier_seed: seeds B (numpy, fixed at build time, so it is part of the config, not params).
     """
 
     in_features: int = 2
@@ -54,6 +60,9 @@ class ModelConfig:
     mean_activation: str = "none"
     input_offset: tuple[float, ...] | None = None
     input_scale: tuple[float, ...] | None = None
+    fourier_features: int = 0
+    fourier_scale: float = 10.0
+    fourier_seed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -102,6 +111,11 @@ def validate(config: ModelConfig) -> None:
                 raise ValueError(f"{name} needs {config.in_features} values (one per input), got {len(value)}")
             if not all(math.isfinite(v) for v in value):
                 raise ValueError(f"{name} must be finite, got {value}")
+    if not isinstance(config.fourier_features, int) or config.fourier_features < 0:
+        raise ValueError(f"fourier_features must be a non-negative integer, got {config.fourier_features!r}")
+    if not (isinstance(config.fourier_scale, (int, float)) and math.isfinite(config.fourier_scale)
+            and config.fourier_scale > 0):
+        raise ValueError(f"fourier_scale must be a positive number, got {config.fourier_scale!r}")
     if config.input_scale is not None and any(v <= 0 for v in config.input_scale):
         raise ValueError(f"input_scale must be positive, got {config.input_scale}")
 
@@ -147,7 +161,8 @@ class MDN(nnx.Module):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
-        widths = (config.in_features,) + config.hidden
+        encoded = 2 * config.fourier_features if config.fourier_features else config.in_features
+        widths = (encoded,) + config.hidden
         self.trunk = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
         self.head = MDNHead(widths[-1], out_features=config.out_features, components=config.components,
                             structure=config.structure, scale_floor=config.scale_floor,
@@ -160,6 +175,8 @@ class MDN(nnx.Module):
             x = x - jnp.asarray(config.input_offset, x.dtype)
         if config.input_scale is not None:
             x = x / jnp.asarray(config.input_scale, x.dtype)
+        if config.fourier_features:
+            x = fourier_encode(x, fourier_matrix(config))
         activation = ACTIVATIONS[config.activation]
         for layer in self.trunk:
             x = activation(layer(x))
@@ -167,6 +184,20 @@ class MDN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> mx.Mixture:
         return self.head(self.features(x))
+
+
+def fourier_matrix(config: ModelConfig):
+    """The fixed random frequencies `B [in_features, fourier_features]` (a numpy constant)."""
+    import numpy as np
+
+    rng = np.random.default_rng(config.fourier_seed)
+    return (rng.normal(size=(config.in_features, config.fourier_features)) * config.fourier_scale).astype(np.float32)
+
+
+def fourier_encode(x: jax.Array, frequencies) -> jax.Array:
+    """`x [..., in]` to `[..., 2m]`: sines and cosines of `2 pi x B` for `B [in, m]`."""
+    angles = 2.0 * math.pi * (x @ jnp.asarray(frequencies, x.dtype))
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
 def head_to_mixture(raw: jax.Array, *, structure: str, components: int, out_features: int,

@@ -132,15 +132,26 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     if train_config.batch_size > xs.shape[0]:
         raise ValueError(f"batch size {train_config.batch_size} is larger than the {xs.shape[0]} "
                          f"training pixels; use --batch-size {xs.shape[0]} or less")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
     start_epoch, state, history = 0, None, []
     checkpoint_dir = out / "checkpoint"
+    if not resume and ckpt.latest_epoch(checkpoint_dir) is not None:
+        raise ckpt.CheckpointError(
+            f"{out} already holds a trained run (checkpoint at epoch {ckpt.latest_epoch(checkpoint_dir)}); "
+            "pass --resume to continue it or choose a new --out folder")
     if resume:
         if ckpt.latest_epoch(checkpoint_dir) is None:
             raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
         restored = ckpt.restore(checkpoint_dir)
-        if restored.model_config != model_config or restored.train_config.seed != train_config.seed:
+        # The optimiser state's structure depends on schedule and clipping, so those must match too.
+        was = {**restored.model_config.to_dict(), **{k: getattr(restored.train_config, k)
+                                                     for k in ("seed", "schedule", "clip_norm")}}
+        now = {**model_config.to_dict(), **{k: getattr(train_config, k) for k in ("seed", "schedule", "clip_norm")}}
+        changed = [f"{k} {was[k]!r} (now {now[k]!r})" for k in was if was[k] != now.get(k)]
+        if changed:
             raise ckpt.CheckpointError(
-                f"{out} was trained with other settings (see its config.json); resume with the same "
+                f"{out} was trained with other settings: {', '.join(changed)}; resume with the same "
                 "flags or start a new --out folder")
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
         log(f"resuming {out} from epoch {start_epoch}")

@@ -104,3 +104,20 @@ def test_bad_config_is_refused_with_named_field(bad, message):
 def test_unknown_config_keys_are_refused():
     with pytest.raises(ValueError, match="unknown keys"):
         model.ModelConfig.from_dict({"components": 3, "colour": "red"})
+
+
+def test_fourier_features_encode_inputs_as_fixed_sines_and_cosines():
+    config = model.ModelConfig(fourier_features=4, fourier_scale=2.0, fourier_seed=3, **SMALL)
+    frequencies = model.fourier_matrix(config)
+    assert frequencies.shape == (2, 4)
+    np.testing.assert_array_equal(frequencies, model.fourier_matrix(config))  # fixed by the seed
+    x = np.array([[0.1, -0.3]], np.float32)
+    angles = 2 * np.pi * x.astype(np.float64) @ frequencies.astype(np.float64)
+    np.testing.assert_allclose(model.fourier_encode(jnp.asarray(x), frequencies),
+                               np.concatenate([np.sin(angles), np.cos(angles)], -1), rtol=1e-5, atol=1e-6)
+    graphdef, params = model.init(config, key=jax.random.key(0))
+    assert params["trunk"][0]["kernel"].shape == (8, 8)  # 2 * 4 encoded features in
+    mixture = model.apply(graphdef, params, jnp.asarray(x))
+    assert np.all(np.isfinite(mdn_jax.log_prob(mixture, jnp.zeros((1, 2)))))
+    with pytest.raises(ValueError, match="fourier_scale"):
+        model.ModelConfig(fourier_features=4, fourier_scale=0.0)

@@ -1,0 +1,86 @@
+"""Rendering throughput and peak memory: `mode` and `sample` renders at several sizes and chunks.
+
+The reference network (trunk 100,100,100,100,100,50, joint K=10, D=3), untrained (the cost does
+not depend on the weights). Each (size, method, chunk) runs in a fresh process so its peak
+resident memory (ru_maxrss) is its own; the compile run is excluded and timed separately.
+Prints JSON lines, a markdown table, and the chunk size `mdn_jax.render` picks by default.
+
+    python benchmarks/render_throughput.py           # quick: 128, 1024, 2048; three chunk sizes
+    python benchmarks/render_throughput.py --full    # adds 4096x4096 and more chunk sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+WORKER = r"""
+import json, resource, sys, time
+import jax
+from mdn_jax import data, model, render
+size, method, chunk, samples, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+config = model.ModelConfig(components=10, input_offset=data.IMAGE_INPUT_OFFSET, input_scale=data.IMAGE_INPUT_SCALE)
+graphdef, params = model.init(config, key=jax.random.key(0))
+options = dict(height=size, width=size, method=method, pixels_per_chunk=chunk, key=jax.random.key(1), num_samples=samples)
+start = time.perf_counter(); render.render_values(graphdef, params, **options); first = time.perf_counter() - start
+times = []
+for _ in range(repeats):
+    start = time.perf_counter(); render.render_values(graphdef, params, **options); times.append(time.perf_counter() - start)
+times.sort()
+print(json.dumps({"first_seconds": first, "seconds": times[len(times) // 2],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def measure(size: int, method: str, chunk: int, samples: int, repeats: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", WORKER, str(size), method, str(chunk), str(samples), str(repeats)],
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="add 4096x4096 and more chunk sizes")
+    parser.add_argument("--samples", type=int, default=4, help="draws per pixel for the sample method")
+    args = parser.parse_args(argv)
+    from mdn_jax import render
+
+    env = common.environment()
+    common.emit({"kind": "environment", **env})
+    sizes = [128, 1024, 2048] + ([4096] if args.full else [])
+    chunks = [4096, 16384, 65536] + ([262144, 1 << 20] if args.full else [])
+    rows = []
+    for size in sizes:
+        for method in ("mode", "sample"):
+            size_chunks = [c for c in chunks if c <= max(size * size, chunks[0])]
+            for chunk in size_chunks:
+                repeats = 3 if size <= 2048 else 1
+                result = measure(size, method, chunk, args.samples, repeats)
+                pixels = size * size * (args.samples if method == "sample" else 1)
+                record = {"kind": "render", "size": size, "method": method, "pixels_per_chunk": chunk,
+                          "samples": args.samples if method == "sample" else 1,
+                          "pixels_per_second": round(pixels / result["seconds"]),
+                          "seconds": round(result["seconds"], 4), "compile_and_first_seconds": round(result["first_seconds"], 3),
+                          "peak_rss_mb": round(result["peak_rss_mb"], 1), **env}
+                common.emit(record)
+                rows.append([f"{size}x{size}", method + (f" x{args.samples}" if method == "sample" else ""), chunk,
+                             f"{record['pixels_per_second'] / 1e6:.2f}M", f"{record['seconds']:.3f}",
+                             f"{record['peak_rss_mb']:.0f}"])
+    print()
+    print(f"Rendering on {env['device']} (JAX {env['jax']}); reference network, median of timed runs; "
+          f"default chunk: {render.DEFAULT_PIXELS_PER_CHUNK} pixels (tiles of {render.TILE})")
+    print()
+    print(common.markdown_table(["size", "method", "chunk (pixels)", "pixels/s", "seconds", "peak RSS MB"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
