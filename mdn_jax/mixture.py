@@ -290,7 +290,8 @@ def sample(key: jax.Array, mixture: Mixture, *, sample_shape: tuple[int, ...] = 
 def entropy_of_weights(mixture: Mixture) -> jax.Array:
     """Entropy in nats of the mixture weights, `[...]` (per_dim: summed over dimensions)."""
     log_w = log_weights(mixture)
-    h = -jnp.sum(jnp.exp(log_w) * log_w, axis=-1)
+    # A weight of exactly 0 (logit -inf) contributes 0 * log 0 = 0, not NaN.
+    h = -jnp.sum(jnp.exp(log_w) * jnp.where(jnp.isfinite(log_w), log_w, 0.0), axis=-1)
     if structure(mixture) == "per_dim":
         h = jnp.sum(h, axis=-1)
     return h
