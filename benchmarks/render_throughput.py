@@ -20,8 +20,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+# Peak resident memory from /proc (VmHWM), not ru_maxrss, which Linux carries over from the
+# parent process across fork and exec.
 WORKER = r"""
-import json, resource, sys, time
+import json, sys, time
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 import jax
 from mdn_jax import data, model, render
 size, method, chunk, samples, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -34,7 +40,7 @@ for _ in range(repeats):
     start = time.perf_counter(); render.render_values(graphdef, params, **options); times.append(time.perf_counter() - start)
 times.sort()
 print(json.dumps({"first_seconds": first, "seconds": times[len(times) // 2],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_mb()}))
 """
 
 
