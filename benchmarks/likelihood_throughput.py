@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                 common.emit({"kind": "likelihood", "structure": structure, "components": k, "dims": d,
                              "batch": batch, "evaluations_per_second": round(rate),
                              "compile_seconds": round(compile_seconds, 3), **env})
-                rows.append([structure, k, d, f"{rate / 1e6:.2f}M"])
+                rows.append([structure, k, d, f"{rate:,.0f}"])
     print()
     print(f"log_prob + gradient on {env['device']} (JAX {env['jax']}); batch {batch}; median of {repeats}")
     print()

@@ -5,8 +5,8 @@ not depend on the weights). Each (size, method, chunk) runs in a fresh process s
 resident memory (ru_maxrss) is its own; the compile run is excluded and timed separately.
 Prints JSON lines, a markdown table, and the chunk size `mdn_jax.render` picks by default.
 
-    python benchmarks/render_throughput.py           # quick: 128, 1024, 2048; three chunk sizes
-    python benchmarks/render_throughput.py --full    # adds 4096x4096 and more chunk sizes
+    python benchmarks/render_throughput.py           # quick: 128 and 1024; three chunk sizes
+    python benchmarks/render_throughput.py --full    # 128, 1024 and 4096; five chunk sizes
 """
 
 from __future__ import annotations
@@ -54,21 +54,22 @@ def measure(size: int, method: str, chunk: int, samples: int, repeats: int) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="add 4096x4096 and more chunk sizes")
-    parser.add_argument("--samples", type=int, default=4, help="draws per pixel for the sample method")
+    parser.add_argument("--full", action="store_true", help="128, 1024 and 4096 pixels square, five chunk sizes, 4 samples")
+    parser.add_argument("--samples", type=int, default=None, help="draws per pixel for sample (default 2, --full 4)")
     args = parser.parse_args(argv)
     from mdn_jax import render
 
+    args.samples = args.samples or (4 if args.full else 2)
     env = common.environment()
     common.emit({"kind": "environment", **env})
-    sizes = [128, 1024, 2048] + ([4096] if args.full else [])
-    chunks = [4096, 16384, 65536] + ([262144, 1 << 20] if args.full else [])
+    sizes = [128, 1024, 4096] if args.full else [128, 1024]
+    chunks = [4096, 16384, 65536, 262144, 1 << 20] if args.full else [4096, 65536, 262144]
     rows = []
     for size in sizes:
         for method in ("mode", "sample"):
             size_chunks = [c for c in chunks if c <= max(size * size, chunks[0])]
             for chunk in size_chunks:
-                repeats = 3 if size <= 2048 else 1
+                repeats = 3 if size <= 128 or (args.full and size <= 1024) else 1
                 result = measure(size, method, chunk, args.samples, repeats)
                 pixels = size * size * (args.samples if method == "sample" else 1)
                 record = {"kind": "render", "size": size, "method": method, "pixels_per_chunk": chunk,

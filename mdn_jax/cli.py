@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="standard-deviation multiplier for sample")
     render.add_argument("--samples", type=_positive_int, default=1, help="number of samples, laid out in a grid")
     render.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for sample")
-    render.add_argument("--chunk", type=_positive_int, default=16384, help="pixels per compiled chunk")
+    render.add_argument("--chunk", type=_positive_int, default=65536, help="pixels per compiled chunk")
     render.add_argument("--out", required=True, help="PNG file to write")
     render.set_defaults(handler=_run_render)
 

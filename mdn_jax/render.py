@@ -30,7 +30,7 @@ from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 
 METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
-DEFAULT_PIXELS_PER_CHUNK = 16384
+DEFAULT_PIXELS_PER_CHUNK = 65536
 
 # A perceptually ordered dark-to-bright map (control points of matplotlib's 'magma').
 _HEAT = np.array([[0.001, 0.000, 0.014], [0.231, 0.059, 0.439], [0.550, 0.161, 0.506],
@@ -149,7 +149,7 @@ def render_values(graphdef, params, *, height: int, width: int, method: str = "m
     return out[:total].reshape((height, width) + out.shape[1:])
 
 
-TILE = 1024
+TILE = 4096  # measured on a 2-core CPU: 1024 and 16384 are ~2x slower, 2048 and 8192 ~1.5x
 
 
 def _chunk_size(pixels_per_chunk: int, total: int) -> int:

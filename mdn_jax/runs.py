@@ -186,6 +186,9 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
             every = options.frame_every
             if report.epoch == 1 or last or (every and report.epoch % every == 0):
                 save_frame(report.graphdef, report.state, report.epoch)
+                if not options.progress:  # no bar (e.g. output to a file): a line per frame instead
+                    log(f"epoch {report.epoch}/{train_config.epochs}: loss {report.loss:.4f} nats/pixel, "
+                        f"{report.samples_per_second / 1e3:.0f}k samples/s")
             if last or (options.checkpoint_every and report.epoch % options.checkpoint_every == 0):
                 save_checkpoint(report.state, report.epoch, history)
             return stop.requested
