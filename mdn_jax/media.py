@@ -14,6 +14,10 @@ from typing import Sequence
 import numpy as np
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded)."""
     return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -26,6 +30,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         write(temporary)
         os.replace(temporary, path)
     except BaseException:
