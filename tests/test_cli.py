@@ -318,3 +318,33 @@ def test_one_frame_montage_gif(tmp_path):
     """`train --epochs 1` makes a one-frame montage: Pillow's writer needs a single duration then."""
     media.save_gif(tmp_path / "one.gif", [np.zeros((4, 4, 3))])
     assert iio.imread(tmp_path / "one.gif", index=0).shape[:2] == (4, 4)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    """SIGINT during training: the epoch finishes, a checkpoint and all outputs are written,
+    the exit code is 130, and --resume continues from there."""
+    import signal
+    import time
+
+    _png(tmp_path / "a.png", seed=1)
+    command = [sys.executable, "-m", "mdn_jax.cli", "train", "a.png", "--epochs", "100000", *TINY,
+               "--frame-every", "0", "--checkpoint-every", "0", "--out", "run"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_frame = tmp_path / "run" / "frames" / "epoch_00001.png"
+    deadline = time.time() + 120
+    while not first_frame.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert first_frame.exists(), "training never finished its first epoch"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted: checkpoint saved at epoch" in stdout and "--resume" in stdout
+    values = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert values["interrupted"] is True and 1 <= values["epochs"] < 100000
+    assert checkpoint.latest_epoch(tmp_path / "run" / "checkpoint") == values["epochs"]
+    for name in ("montage.gif", "final_mode.png", "components.png", "samples.png", "uncertainty.png", "loss.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    code, out, err = _main("train", tmp_path / "a.png", "--epochs", str(values["epochs"] + 1), *TINY,
+                           "--resume", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert _metrics(tmp_path / "run")["epochs"] == values["epochs"] + 1
