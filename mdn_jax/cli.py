@@ -16,44 +16,26 @@ EXIT_USAGE = 2
 DEMO_EPOCHS = 60
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(convert, *, allow_zero: bool):
+    """An argparse type: `convert` (int or float) of a positive (or non-negative) finite value."""
+    words = ("a non-negative " if allow_zero else "a positive ") + ("integer" if convert is int else "number")
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
-    return value
+_positive_int = _number(int, allow_zero=False)
+_non_negative_int = _number(int, allow_zero=True)
+_positive_float = _number(float, allow_zero=False)
+_non_negative_float = _number(float, allow_zero=True)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -107,10 +89,18 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, `mdn-jax: error: ...` (the usage block is one --help away)."""
+
+    def error(self, message):
+        command = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(EXIT_USAGE, f"mdn-jax: error: {command}{message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdn-jax", description="Mixture Density Networks in JAX: "
+    parser = _Parser(prog="mdn-jax", description="Mixture Density Networks in JAX: "
                                      "learn images as mixtures, watch them learn, render what they learned.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="train on five built-in generated images (about 2 minutes on a laptop CPU)",
                           description="Train a 10-component MDN on five built-in 128x128 images and write a run "
@@ -155,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configs(args, *, data_info):
+def _configs(args):
     from mdn_jax import runs, train
 
     model_config = runs.image_model_config(components=args.components, structure=args.structure,
@@ -172,7 +162,7 @@ def _configs(args, *, data_info):
 def _train_and_report(images, args, data_info) -> int:
     from mdn_jax import runs
 
-    model_config, train_config, options = _configs(args, data_info=data_info)
+    model_config, train_config, options = _configs(args)
     pixels = images.shape[0] * images.shape[1] * images.shape[2]
     if train_config.batch_size > pixels:
         raise ValueError(f"batch size {train_config.batch_size} is larger than the {pixels} training pixels; "
@@ -217,6 +207,8 @@ def _run_render(args) -> int:
     run_dir = Path(args.run)
     if not args.out.lower().endswith(".png"):
         raise ValueError(f"--out must be a .png file, got {args.out!r}")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a .png file name")
     graphdef, params, model_config, _ = runs.load_run(run_dir)
     if args.size is None:
         try:
@@ -272,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (DataError, CheckpointError, ValueError, FileNotFoundError, PermissionError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    except (DataError, CheckpointError, ValueError, OSError) as error:
+        if isinstance(error, OSError) and error.strerror:
+            message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+            message += "; check the path, its permissions and the free disk space"
+        else:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"mdn-jax: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -32,6 +32,8 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         write(temporary)
+        with open(temporary, "rb+") as handle:  # on disk before the rename, not only in the page cache
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

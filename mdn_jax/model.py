@@ -171,6 +171,7 @@ class MDN(nnx.Module):
     def features(self, x: jax.Array) -> jax.Array:
         """Trunk output `[..., hidden[-1]]` for inputs `[..., in_features]`."""
         config = self.config
+        x = jnp.asarray(x, jnp.result_type(x, jnp.float32))  # integer inputs become float32
         if config.input_offset is not None:
             x = x - jnp.asarray(config.input_offset, x.dtype)
         if config.input_scale is not None:

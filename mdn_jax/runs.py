@@ -144,18 +144,24 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
         if ckpt.latest_epoch(checkpoint_dir) is None:
             raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
         restored = ckpt.restore(checkpoint_dir)
-        # The optimiser state's structure depends on schedule and clipping, so those must match too.
-        was = {**restored.model_config.to_dict(), **{k: getattr(restored.train_config, k)
-                                                     for k in ("seed", "schedule", "clip_norm")}}
-        now = {**model_config.to_dict(), **{k: getattr(train_config, k) for k in ("seed", "schedule", "clip_norm")}}
+        # The optimiser state's structure depends on schedule and clipping, and the batch order on
+        # the data and batch size, so those must match for resume to equal an uninterrupted run.
+        keys = ("seed", "schedule", "clip_norm", "batch_size")
+        was = {**restored.model_config.to_dict(), **{k: getattr(restored.train_config, k) for k in keys},
+               "training pixels": restored.num_samples}
+        now = {**model_config.to_dict(), **{k: getattr(train_config, k) for k in keys},
+               "training pixels": xs.shape[0]}
         changed = [f"{k} {was[k]!r} (now {now[k]!r})" for k in was if was[k] != now.get(k)]
         if changed:
             raise ckpt.CheckpointError(
                 f"{out} was trained with other settings: {', '.join(changed)}; resume with the same "
-                "flags or start a new --out folder")
+                "images and flags or start a new --out folder")
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
         log(f"resuming {out} from epoch {start_epoch}")
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:  # frames left by an earlier run that never checkpointed must not join the montage
+        for stale in (out / "frames").glob("epoch_*.png"):
+            stale.unlink()
     write_json(out / "config.json", {"model": model_config.to_dict(), "train": train_config.to_dict(),
                                      "run": dataclasses.asdict(options), "data": data_info or {},
                                      "versions": versions()})
@@ -172,17 +178,19 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                   epoch=epoch, history=history, num_samples=xs.shape[0])
 
     if start_epoch >= train_config.epochs:
-        log(f"{out} already has {start_epoch} epochs; raise --epochs to train more")
+        log(f"{out} already has {start_epoch} epochs; raise --epochs to train more (a cosine schedule is then "
+            "stretched over the new total)")
     progress, task = _progress(train_config.epochs, start_epoch, options.progress)
     run_seconds = time.perf_counter()
     with _StopFlag() as stop, progress:
         def on_epoch(report: tr.EpochReport):
+            stop_now = stop.requested  # read once: a Ctrl-C during this callback acts after the next epoch
             record = {"epoch": report.epoch, "loss": round(report.loss, 6), "seconds": round(report.seconds, 4),
                       "samples_per_second": round(report.samples_per_second, 1)}
             history.append(record)
             progress.update(task, completed=report.epoch,
                             status=f"loss {report.loss:.4f}  {report.samples_per_second / 1e3:.0f}k samples/s")
-            last = report.epoch == train_config.epochs or stop.requested
+            last = report.epoch == train_config.epochs or stop_now
             every = options.frame_every
             if report.epoch == 1 or last or (every and report.epoch % every == 0):
                 save_frame(report.graphdef, report.state, report.epoch)
@@ -191,11 +199,11 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                         f"{report.samples_per_second / 1e3:.0f}k samples/s")
             if last or (options.checkpoint_every and report.epoch % options.checkpoint_every == 0):
                 save_checkpoint(report.state, report.epoch, history)
-            return stop.requested
+            return stop_now
 
         result = tr.fit(xs, ys, model_config=model_config, train_config=train_config, callbacks=[on_epoch],
                         normalise_inputs=False, state=state, start_epoch=start_epoch)
-    interrupted = stop.requested
+    interrupted = bool(history) and history[-1]["epoch"] < train_config.epochs
     if interrupted:
         log(f"interrupted: checkpoint saved at epoch {history[-1]['epoch'] if history else start_epoch}; "
             f"continue with --resume")

@@ -193,7 +193,11 @@ def shuffled_batches(key: jax.Array, num_samples: int, batch_size: int) -> np.nd
 
 @dataclasses.dataclass(frozen=True)
 class EpochReport:
-    """What a callback receives after each epoch."""
+    """What a callback receives after each epoch.
+
+    `state` is valid during the callback only: the next epoch donates (deletes) its buffers. To
+    keep it, copy it: `jax.tree_util.tree_map(jnp.copy, report.state)`.
+    """
 
     epoch: int  # 1-based number of the epoch just finished
     loss: float  # mean training loss over the epoch's batches
@@ -277,6 +281,8 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     trainer = Trainer(graphdef, make_optimizer(train_config, total_steps=total_steps), loss=loss)
     if state is None:
         state = trainer.init(params, key=shuffle_key)
+    else:  # epochs donate their input state: copy, so the caller's arrays stay valid
+        state = jax.tree_util.tree_map(jnp.copy, state)
     xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
     history: list[dict[str, float]] = []
     for epoch in range(start_epoch, train_config.epochs):

@@ -43,10 +43,12 @@ def _assert_error(code, stderr, *words):
 
 
 def _assert_usage_error(code, stderr, flag, command="train"):
-    """argparse's own error: exit 2, usage, and a last line naming the flag."""
+    """A flag error: exit 2 and one line naming the command and the flag, and pointing to --help."""
     assert code == 2, (code, stderr)
-    last = _lines(stderr)[-1]
-    assert last.startswith(f"mdn-jax {command}: error: argument {flag}"), last
+    lines = _lines(stderr)
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"mdn-jax: error: {command}: argument {flag}"), lines[0]
+    assert lines[0].endswith(f"see mdn-jax {command} --help"), lines[0]
 
 
 def _subprocesses(cwd, commands):
@@ -348,3 +350,29 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
                            "--resume", "--out", tmp_path / "run")
     assert code == 0, err
     assert _metrics(tmp_path / "run")["epochs"] == values["epochs"] + 1
+
+
+def test_render_out_is_a_folder_and_stale_frames_are_cleared(trained, tmp_path):
+    root, _ = trained
+    (tmp_path / "folder.png").mkdir()
+    code, _, err = _main("render", root / "run", "--out", tmp_path / "folder.png")
+    _assert_error(code, err, "folder")
+    # A fresh run into a folder whose earlier run never checkpointed starts its montage afresh.
+    run = tmp_path / "fresh"
+    (run / "frames").mkdir(parents=True)
+    media.save_png(run / "frames" / "epoch_00007.png", np.zeros((30, 30, 3)))
+    _png(tmp_path / "a.png", seed=3)
+    code, _, err = _main("train", tmp_path / "a.png", "--epochs", "2", *TINY, "--out", run)
+    assert code == 0, err
+    assert sorted(p.name for p in (run / "frames").iterdir()) == ["epoch_00001.png", "epoch_00002.png"]
+
+
+def test_resume_with_another_batch_size_is_refused(trained, tmp_path):
+    root, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "run", copy)
+    before = _snapshot(copy)
+    code, _, err = _main("train", root / "a.png", root / "b.png", "--epochs", "9", *TINY[2:],
+                         "--batch-size", "16", "--resume", "--out", copy)
+    _assert_error(code, err, "batch_size")
+    assert _snapshot(copy) == before

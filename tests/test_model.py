@@ -121,3 +121,12 @@ def test_fourier_features_encode_inputs_as_fixed_sines_and_cosines():
     assert np.all(np.isfinite(mdn_jax.log_prob(mixture, jnp.zeros((1, 2)))))
     with pytest.raises(ValueError, match="fourier_scale"):
         model.ModelConfig(fourier_features=4, fourier_scale=0.0)
+
+
+def test_integer_inputs_are_treated_as_floats():
+    config = model.ModelConfig(input_offset=(1.0, 1.0), input_scale=(0.3, 0.3), **SMALL)
+    graphdef, params = model.init(config, key=jax.random.key(0))
+    as_int = model.apply(graphdef, params, jnp.array([[0, 1], [2, 3]]))
+    as_float = model.apply(graphdef, params, jnp.array([[0.0, 1.0], [2.0, 3.0]]))
+    for a, b in zip(as_int, as_float):
+        np.testing.assert_array_equal(a, b)

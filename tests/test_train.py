@@ -135,3 +135,12 @@ def test_mixture_beats_single_gaussian_on_several_generated_images():
         assert losses[-1] < losses[0] - 1.0, f"K={components}: NLL did not fall: {losses[0]} -> {losses[-1]}"
         results[components] = train.evaluate_nll(result.graphdef, result.params, xs, ys)
     assert results[10] < results[1] - 2.0, results
+
+
+def test_resuming_fit_from_a_state_leaves_the_callers_arrays_valid():
+    xs, ys = _toy(200)
+    kwargs = dict(model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2))
+    first = train.fit(xs, ys, train_config=train.TrainConfig(epochs=1, batch_size=50), **kwargs)
+    train.fit(xs, ys, train_config=train.TrainConfig(epochs=2, batch_size=50), state=first.state, start_epoch=1,
+              **{"model_config": first.model_config})
+    assert np.all(np.isfinite(np.asarray(first.predict(xs[:3]).means)))  # not deleted by donation
