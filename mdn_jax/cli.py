@@ -73,6 +73,8 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
     parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--schedule", choices=("constant", "cosine", "warmup_cosine"), default="constant",
                         help="learning-rate schedule (default constant)")
+    parser.add_argument("--loss", choices=("nll", "discretised"), default="nll",
+                        help="nll: continuous likelihood (default); discretised: mass of each colour's 8-bit bin")
     parser.add_argument("--clip-norm", type=_positive_float, default=None, help="clip gradients to this global norm")
     parser.add_argument("--scale-floor", type=_positive_float, default=0.01,
                         help="smallest standard deviation (default 0.01, ~2.5/255)")
@@ -153,7 +155,8 @@ def _configs(args):
                                            fourier_features=args.fourier_features,
                                            fourier_scale=args.fourier_scale)
     train_config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                                     schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed)
+                                     schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed,
+                                     loss=args.loss)
     options = runs.RunOptions(frame_every=args.frame_every, checkpoint_every=args.checkpoint_every,
                               progress=not args.no_progress and sys.stderr.isatty())
     return model_config, train_config, options
@@ -173,7 +176,7 @@ def _train_and_report(images, args, data_info) -> int:
     values = runs.train_on_images(images, args.out, model_config=model_config, train_config=train_config,
                                   options=options, resume=args.resume, data_info=data_info)
     out = Path(args.out)
-    print(f"NLL {values['nll_nats']:.3f} nats/pixel; component PSNR "
+    print(f"NLL {values['nll_nats']:.3f} nats/pixel, {values['bits_per_channel']:.3f} bits/channel; component PSNR "
           f"{', '.join(f'{v:.1f}' for v in values['component_psnr'])} dB; coverage PSNR "
           f"{', '.join(f'{v:.1f}' for v in values['coverage_psnr'])} dB; "
           f"{values['samples_per_second'] / 1e3:.0f}k samples/s")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdn_jax import data as dt
+from mdn_jax import discretised as dz
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 
@@ -32,8 +33,8 @@ def _chunk_errors(graphdef, params, positions, images):
     """For positions `[C, 2]` and the images' colours there `[N, C, 3]`:
 
     returns squared errors summed over channels per component `[N, K]` (summed over the
-    chunk), the per-pixel closest-component error `[N]` (summed over the chunk) and the
-    log-likelihood of every image's pixels `[N]` (summed over the chunk).
+    chunk), the per-pixel closest-component error `[N]` (summed over the chunk), and the
+    continuous and discretised log-likelihoods of every image's pixels `[N]` (summed over it).
     """
     mixture = mdl.apply(graphdef, params, positions)  # batch [C]
     means = jnp.clip(mx.component_means(mixture), 0.0, 1.0)  # [C, K, D]
@@ -41,29 +42,33 @@ def _chunk_errors(graphdef, params, positions, images):
     per_component = jnp.sum(errors, axis=1)  # over pixels: [N, K]
     closest = jnp.sum(jnp.min(errors, axis=-1), axis=1)  # min over K, sum over pixels: [N]
     log_likelihood = jnp.sum(jax.vmap(lambda y: mx.log_prob(mixture, y))(images), axis=1)  # [N]
-    return per_component, closest, log_likelihood
+    log_mass = jnp.sum(jax.vmap(lambda y: dz.discretised_log_prob(mixture, y))(images), axis=1)  # [N]
+    return per_component, closest, log_likelihood, log_mass
 
 
 def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int = 8192) -> dict:
     """Scores of a model against its training images `[N, H, W, 3]`.
 
     Returns a dict with `nll_nats` (mean negative log-likelihood per pixel, all channels
-    together), `component_psnr` and `coverage_psnr` (lists, one value per image, in dB) and
+    together), `bits_per_channel` (the discretised 8-bit likelihood, see
+    `mdn_jax.discretised`), `component_psnr` and `coverage_psnr` (lists, one value per image, in dB) and
     `best_component` (the component index behind each component PSNR).
     """
     images = np.asarray(images, np.float32)
     n, height, width, channels = images.shape
     positions = dt.pixel_grid(height, width)
     colours = images.reshape(n, height * width, channels)
-    per_component = closest = log_likelihood = 0.0
+    per_component = closest = log_likelihood = log_mass = 0.0
     for start in range(0, height * width, pixels_per_chunk):
         stop = start + pixels_per_chunk
-        a, b, c = _chunk_errors(graphdef, params, positions[start:stop], colours[:, start:stop])
-        per_component, closest, log_likelihood = per_component + a, closest + b, log_likelihood + c
+        a, b, c, d = _chunk_errors(graphdef, params, positions[start:stop], colours[:, start:stop])
+        per_component, closest = per_component + a, closest + b
+        log_likelihood, log_mass = log_likelihood + c, log_mass + d
     count = height * width * channels
     per_component, closest = np.asarray(per_component) / count, np.asarray(closest) / count
     return {
         "nll_nats": float(-np.sum(log_likelihood) / (n * height * width)),
+        "bits_per_channel": float(-np.sum(log_mass) / (n * height * width * channels * np.log(2.0))),
         "component_psnr": [round(float(v), 3) for v in psnr(per_component.min(axis=1))],
         "coverage_psnr": [round(float(v), 3) for v in psnr(closest)],
         "best_component": [int(k) for k in per_component.argmin(axis=1)],

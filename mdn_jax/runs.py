@@ -146,7 +146,7 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
         restored = ckpt.restore(checkpoint_dir)
         # The optimiser state's structure depends on schedule and clipping, and the batch order on
         # the data and batch size, so those must match for resume to equal an uninterrupted run.
-        keys = ("seed", "schedule", "clip_norm", "batch_size")
+        keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
         was = {**restored.model_config.to_dict(), **{k: getattr(restored.train_config, k) for k in keys},
                "training pixels": restored.num_samples}
         now = {**model_config.to_dict(), **{k: getattr(train_config, k) for k in keys},

@@ -38,6 +38,7 @@ from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
+LOSSES = ("nll", "discretised")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,6 +53,8 @@ class TrainConfig:
         (5% linear warm-up, then cosine decay).
       clip_norm: clip gradients to this global norm; None for no clipping.
       seed: seeds initialisation and the shuffle.
+      loss: 'nll' (continuous negative log-likelihood) or 'discretised' (the mass of each
+        target's 8-bit bin, for colours in [0, 1]; see mdn_jax.discretised).
     """
 
     epochs: int = 100
@@ -60,6 +63,7 @@ class TrainConfig:
     schedule: str = "constant"
     clip_norm: float | None = None
     seed: int = 0
+    loss: str = "nll"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "seed"):
@@ -72,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
             raise ValueError(f"clip_norm must be a positive number or None, got {self.clip_norm!r}")
 
@@ -126,6 +132,15 @@ LossFn = Callable[[mx.Mixture, jax.Array], jax.Array]
 def nll_loss(mixture: mx.Mixture, y: jax.Array) -> jax.Array:
     """Mean negative log-likelihood in nats per sample."""
     return mx.nll(mixture, y)
+
+
+def loss_named(name: str) -> LossFn:
+    """The loss function for `TrainConfig.loss`."""
+    if name == "discretised":
+        from mdn_jax.discretised import discretised_nll_loss
+
+        return discretised_nll_loss
+    return nll_loss
 
 
 class Trainer:
@@ -253,13 +268,14 @@ def check_arrays(xs, ys) -> tuple[np.ndarray, np.ndarray]:
 def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
         train_config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
         normalise_inputs: bool = True, state: TrainState | None = None,
-        start_epoch: int = 0, loss: LossFn = nll_loss) -> FitResult:
+        start_epoch: int = 0, loss: LossFn | None = None) -> FitResult:
     """Train an MDN on `xs [N, in]`, `ys [N, D]`.
 
     `model_config` defaults to the reference trunk with `in_features`/`out_features` taken from
     the data; its input normalisation, when unset and `normalise_inputs`, is set to the
     per-feature mean and std of `xs` and stored in the returned config. Pass `state` and
     `start_epoch` to resume. A callback returning True stops training after that epoch.
+    `loss` overrides the loss named by `train_config.loss`.
     """
     xs, ys = check_arrays(xs, ys)
     train_config = train_config or TrainConfig()
@@ -278,7 +294,8 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     init_key, shuffle_key = jax.random.split(jax.random.key(train_config.seed))
     graphdef, params = mdl.init(model_config, key=init_key)
     total_steps = train_config.epochs * steps_per_epoch(xs.shape[0], train_config.batch_size)
-    trainer = Trainer(graphdef, make_optimizer(train_config, total_steps=total_steps), loss=loss)
+    trainer = Trainer(graphdef, make_optimizer(train_config, total_steps=total_steps),
+                      loss=loss or loss_named(train_config.loss))
     if state is None:
         state = trainer.init(params, key=shuffle_key)
     else:  # epochs donate their input state: copy, so the caller's arrays stay valid
