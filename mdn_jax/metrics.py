@@ -73,3 +73,28 @@ def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int 
         "coverage_psnr": [round(float(v), 3) for v in psnr(closest)],
         "best_component": [int(k) for k in per_component.argmin(axis=1)],
     }
+
+
+def collapse_diagnostics(mixture: mx.Mixture, *, scale_floor: float, floor_tolerance: float = 1e-3) -> dict:
+    """Signs of mixture collapse over a batch of inputs (mixture batch `[B]`).
+
+    - `effective_components`: exp of the entropy of the average weights, in [1, K]: K when all
+      components are used equally on average, 1 when one takes everything.
+    - `unused_components`: how many components are the most probable one at no input.
+    - `scales_at_floor`: fraction of standard deviations (Cholesky diagonals) within
+      `floor_tolerance` (relative) of the scale floor: sigmas that collapsed onto the floor.
+    For per_dim mixtures weights are averaged over dimensions too.
+    """
+    weights = jax.nn.softmax(mixture.logits, axis=-1)
+    average = jnp.mean(weights.reshape(-1, weights.shape[-1]), axis=0)  # [K]
+    entropy = -jnp.sum(jnp.where(average > 0, average * jnp.log(jnp.where(average > 0, average, 1.0)), 0.0))
+    winners = mx.most_probable_component(mixture).reshape(-1)
+    used = jnp.zeros(weights.shape[-1], bool).at[winners].set(True)
+    if mx.structure(mixture) == "full":
+        scales = jnp.diagonal(mixture.scale_tril, axis1=-2, axis2=-1)
+    else:
+        scales = mixture.scales
+    at_floor = jnp.mean(scales <= scale_floor * (1.0 + floor_tolerance))
+    return {"effective_components": round(float(jnp.exp(entropy)), 4),
+            "unused_components": int(weights.shape[-1] - jnp.sum(used)),
+            "scales_at_floor": round(float(at_floor), 4)}

@@ -20,6 +20,7 @@ current epoch, saves a checkpoint and writes the outputs; a second Ctrl-C aborts
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import signal
 import statistics
@@ -167,6 +168,7 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                                      "versions": versions()})
     height, width = images.shape[1:3]
     frames_dir = out / "frames"
+    grid = jax.device_put(dt.pixel_grid(height, width))  # the mixture depends on position only
 
     def save_frame(graphdef, report_state, epoch):
         render = rd.render(graphdef, report_state.params, height=height, width=width, method="mode")
@@ -187,16 +189,22 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
             stop_now = stop.requested  # read once: a Ctrl-C during this callback acts after the next epoch
             record = {"epoch": report.epoch, "loss": round(report.loss, 6), "seconds": round(report.seconds, 4),
                       "samples_per_second": round(report.samples_per_second, 1)}
+            mixture = _grid_mixture(report.graphdef, report.state.params, grid)
+            record.update(metrics.collapse_diagnostics(mixture, scale_floor=model_config.scale_floor))
             history.append(record)
             progress.update(task, completed=report.epoch,
-                            status=f"loss {report.loss:.4f}  {report.samples_per_second / 1e3:.0f}k samples/s")
+                            status=f"loss {report.loss:.4f}  {report.samples_per_second / 1e3:.0f}k samples/s  "
+                                   f"K_eff {record['effective_components']:.1f}  unused {record['unused_components']}  "
+                                   f"at floor {100 * record['scales_at_floor']:.0f}%")
             last = report.epoch == train_config.epochs or stop_now
             every = options.frame_every
             if report.epoch == 1 or last or (every and report.epoch % every == 0):
                 save_frame(report.graphdef, report.state, report.epoch)
                 if not options.progress:  # no bar (e.g. output to a file): a line per frame instead
                     log(f"epoch {report.epoch}/{train_config.epochs}: loss {report.loss:.4f} nats/pixel, "
-                        f"{report.samples_per_second / 1e3:.0f}k samples/s")
+                        f"{report.samples_per_second / 1e3:.0f}k samples/s, effective components "
+                        f"{record['effective_components']:.1f}, unused {record['unused_components']}, "
+                        f"scales at floor {100 * record['scales_at_floor']:.0f}%")
             if last or (options.checkpoint_every and report.epoch % options.checkpoint_every == 0):
                 save_checkpoint(report.state, report.epoch, history)
             return stop_now
@@ -209,6 +217,12 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
             f"continue with --resume")
     return finish(out, images, result.graphdef, result.state.params, model_config, history, options,
                   seconds=time.perf_counter() - run_seconds, interrupted=interrupted)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _grid_mixture(graphdef, params, grid):
+    """The model's mixture at every training position, batch `[H * W]`."""
+    return mdl.apply(graphdef, params, grid)
 
 
 def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.ModelConfig,

@@ -130,3 +130,23 @@ def test_integer_inputs_are_treated_as_floats():
     as_float = model.apply(graphdef, params, jnp.array([[0.0, 1.0], [2.0, 3.0]]))
     for a, b in zip(as_int, as_float):
         np.testing.assert_array_equal(a, b)
+
+
+def test_collapse_diagnostics_on_hand_made_mixtures():
+    from mdn_jax import metrics
+
+    # Four components, equal weights everywhere, component 3 never wins (ties go to the first
+    # index, so component 0 wins at input 0, component 1 at input 1, component 2 at input 2).
+    logits = jnp.array([[1.0, 0.0, 0.0, -50.0], [0.0, 1.0, 0.0, -50.0], [0.0, 0.0, 1.0, -50.0]])
+    scales = jnp.full((3, 4, 2), 0.5).at[:, 0, :].set(0.01)  # component 0's scales on the floor
+    mixture = mdn_jax.joint(logits, jnp.zeros((3, 4, 2)), scales)
+    found = metrics.collapse_diagnostics(mixture, scale_floor=0.01)
+    weights = np.asarray(jax.nn.softmax(logits, -1)).mean(0)
+    np.testing.assert_allclose(found["effective_components"], np.exp(-(weights * np.log(weights)).sum()), rtol=1e-4)
+    assert found["unused_components"] == 1
+    assert found["scales_at_floor"] == 0.25
+    # One component taking everything: one effective component, K - 1 unused.
+    dominant = mdn_jax.joint(jnp.array([[30.0, 0.0, 0.0]]), jnp.zeros((1, 3, 1)), jnp.ones((1, 3, 1)))
+    found = metrics.collapse_diagnostics(dominant, scale_floor=0.01)
+    assert abs(found["effective_components"] - 1.0) < 1e-3 and found["unused_components"] == 2
+    assert found["scales_at_floor"] == 0.0
