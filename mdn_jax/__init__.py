@@ -4,6 +4,7 @@ The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), 
 (`mdn_jax.model`), training (`mdn_jax.train`) and data (`mdn_jax.data`).
 """
 
+from mdn_jax.discretised import bits_per_channel, discretised_log_prob
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.mixture import (FullMixture, JointMixture, Mixture, PerDimMixture, batch_shape,
                              component_log_probs, component_means, component_variances,
@@ -23,6 +24,8 @@ __all__ = [
     "select_component", "component_means", "component_variances", "component_log_probs",
     "log_weights", "responsibilities", "entropy_of_weights", "structure", "num_components",
     "event_size", "batch_shape",
+    # discretised
+    "discretised_log_prob", "bits_per_channel",
     # model
     "ModelConfig", "MDN", "MDNHead", "init_model", "apply", "head_to_mixture",
     # train
