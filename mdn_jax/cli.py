@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_NONFINITE = 3
 DEMO_EPOCHS = 60
 
 
@@ -75,6 +76,9 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
                         help="learning-rate schedule (default constant)")
     parser.add_argument("--loss", choices=("nll", "discretised"), default="nll",
                         help="nll: continuous likelihood (default); discretised: mass of each colour's 8-bit bin")
+    parser.add_argument("--on-nonfinite", choices=("stop", "skip"), default="stop",
+                        help="a NaN/inf loss or gradient is never applied; stop (default) ends training with "
+                             "a message, skip carries on and counts skipped steps")
     parser.add_argument("--clip-norm", type=_positive_float, default=None, help="clip gradients to this global norm")
     parser.add_argument("--scale-floor", type=_positive_float, default=0.01,
                         help="smallest standard deviation (default 0.01, ~2.5/255)")
@@ -156,7 +160,7 @@ def _configs(args):
                                            fourier_scale=args.fourier_scale)
     train_config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                      schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed,
-                                     loss=args.loss)
+                                     loss=args.loss, on_nonfinite=args.on_nonfinite)
     options = runs.RunOptions(frame_every=args.frame_every, checkpoint_every=args.checkpoint_every,
                               progress=not args.no_progress and sys.stderr.isatty())
     return model_config, train_config, options
@@ -264,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mdn_jax.checkpoint import CheckpointError
     from mdn_jax.data import DataError
+    from mdn_jax.train import NonFiniteError
 
     try:
         return args.handler(args)
@@ -275,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"mdn-jax: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteError as error:
+        print(f"mdn-jax: error: {error}", file=sys.stderr)
+        return EXIT_NONFINITE
     except KeyboardInterrupt:
         print("mdn-jax: aborted", file=sys.stderr)
         return 130

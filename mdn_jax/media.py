@@ -19,8 +19,9 @@ os.umask(_UMASK)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded)."""
-    return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded; NaN, from a diverged model, as black)."""
+    pixels = np.nan_to_num(np.asarray(image, np.float32), nan=0.0)
+    return np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

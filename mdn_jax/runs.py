@@ -187,8 +187,11 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     with _StopFlag() as stop, progress:
         def on_epoch(report: tr.EpochReport):
             stop_now = stop.requested  # read once: a Ctrl-C during this callback acts after the next epoch
-            record = {"epoch": report.epoch, "loss": round(report.loss, 6), "seconds": round(report.seconds, 4),
-                      "samples_per_second": round(report.samples_per_second, 1)}
+            record = {"epoch": report.epoch, "loss": round(report.loss, 6) if np.isfinite(report.loss) else None,
+                      "seconds": round(report.seconds, 4), "samples_per_second": round(report.samples_per_second, 1)}
+            skipped = report.history_record.get("skipped_steps") if report.history_record else None
+            if skipped:
+                record["skipped_steps"] = skipped
             mixture = _grid_mixture(report.graphdef, report.state.params, grid)
             record.update(metrics.collapse_diagnostics(mixture, scale_floor=model_config.scale_floor))
             history.append(record)
@@ -209,8 +212,14 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                 save_checkpoint(report.state, report.epoch, history)
             return stop_now
 
-        result = tr.fit(xs, ys, model_config=model_config, train_config=train_config, callbacks=[on_epoch],
-                        normalise_inputs=False, state=state, start_epoch=start_epoch)
+        try:
+            result = tr.fit(xs, ys, model_config=model_config, train_config=train_config, callbacks=[on_epoch],
+                            normalise_inputs=False, state=state, start_epoch=start_epoch)
+        except tr.NonFiniteError as error:
+            kept = ckpt.latest_epoch(checkpoint_dir)
+            where = (f"the checkpoint of epoch {kept} is kept: continue with --resume and one of those changes"
+                     if kept is not None else "no checkpoint was written yet: start again with one of those changes")
+            raise tr.NonFiniteError(f"{error}; {where}") from None
     interrupted = bool(history) and history[-1]["epoch"] < train_config.epochs
     if interrupted:
         log(f"interrupted: checkpoint saved at epoch {history[-1]['epoch'] if history else start_epoch}; "
@@ -243,7 +252,8 @@ def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.Mo
     media.save_png(out / "samples.png", media.grid(list(samples)))
     media.save_png(out / "uncertainty.png", rd.render(graphdef, params, height=height, width=width,
                                                       method="uncertainty"))
-    media.save_png(out / "loss.png", media.line_chart({"training NLL (nats/pixel)": [h["loss"] for h in history]},
+    media.save_png(out / "loss.png", media.line_chart({"training NLL (nats/pixel)": [np.nan if h["loss"] is None else h["loss"]
+                                                                                    for h in history]},
                                                       title="training loss"))
     scores = metrics.image_scores(graphdef, params, images)
     steady = [h["samples_per_second"] for h in history[1:]] or [h["samples_per_second"] for h in history]

@@ -39,6 +39,11 @@ from mdn_jax import model as mdl
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOSSES = ("nll", "discretised")
+ON_NONFINITE = ("stop", "skip")
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss or gradient and was told to stop (one-line message)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,6 +60,9 @@ class TrainConfig:
       seed: seeds initialisation and the shuffle.
       loss: 'nll' (continuous negative log-likelihood) or 'discretised' (the mass of each
         target's 8-bit bin, for colours in [0, 1]; see mdn_jax.discretised).
+      on_nonfinite: a step whose loss or gradient is not finite is never applied; 'stop'
+        (default) then raises NonFiniteError after that epoch, naming the epoch and step;
+        'skip' carries on and counts the skipped steps in the history ('skipped_steps').
     """
 
     epochs: int = 100
@@ -64,6 +72,7 @@ class TrainConfig:
     clip_norm: float | None = None
     seed: int = 0
     loss: str = "nll"
+    on_nonfinite: str = "stop"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "seed"):
@@ -76,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
@@ -166,9 +177,17 @@ class Trainer:
         return self.loss(mdl.apply(self.graphdef, params, x), y)
 
     def _flat_update(self, unravel, flat, opt_state, x, y):
+        """One guarded step: an update whose loss or gradient is not finite is not applied.
+
+        The reported loss of such a step is NaN (even if only the gradient was bad), so the host
+        sees every skipped step in the epoch's losses without a round trip per step.
+        """
         loss, grads = jax.value_and_grad(lambda f: self.loss_of_params(unravel(f), x, y))(flat)
-        updates, opt_state = self.optimizer.update(grads, opt_state, flat)
-        return optax.apply_updates(flat, updates), opt_state, loss
+        updates, new_opt_state = self.optimizer.update(grads, opt_state, flat)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grads))
+        new_flat = jnp.where(finite, optax.apply_updates(flat, updates), flat)
+        new_opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state)
+        return new_flat, new_opt_state, jnp.where(finite, loss, jnp.nan)
 
     def _step(self, state: TrainState, x: jax.Array, y: jax.Array):
         flat, unravel = ravel_pytree(state.params)
@@ -221,6 +240,7 @@ class EpochReport:
     state: TrainState
     graphdef: Any
     model_config: mdl.ModelConfig
+    history_record: dict | None = None  # this epoch's entry of the history (e.g. skipped_steps)
 
 
 Callback = Callable[[EpochReport], Any]
@@ -307,13 +327,22 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
         key, epoch_key = jax.random.split(state.key)
         batches = shuffled_batches(epoch_key, xs.shape[0], train_config.batch_size)
         state, losses = trainer.epoch(state._replace(key=key), xs_device, ys_device, batches)
-        mean_loss = float(jnp.mean(losses))  # waits for the epoch to finish
+        losses = np.asarray(losses)  # waits for the epoch to finish
         seconds = time.perf_counter() - start
+        skipped = np.flatnonzero(~np.isfinite(losses))
+        if skipped.size and train_config.on_nonfinite == "stop":
+            raise NonFiniteError(
+                f"non-finite loss or gradient in epoch {epoch + 1} at step {int(skipped[0]) + 1} of {len(losses)}; "
+                "lower the learning rate, clip gradients or raise the scale floor, or skip such steps "
+                "(on_nonfinite='skip')")
+        mean_loss = float(np.mean(losses[np.isfinite(losses)])) if skipped.size < len(losses) else float("nan")
         record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
                   "samples_per_second": batches.size / seconds}
+        if skipped.size:
+            record["skipped_steps"] = int(skipped.size)
         history.append(record)
         report = EpochReport(epoch + 1, mean_loss, seconds, record["samples_per_second"],
-                             state, graphdef, model_config)
+                             state, graphdef, model_config, record)
         if any([callback(report) is True for callback in callbacks]):
             break
     return FitResult(graphdef, state, model_config, history)

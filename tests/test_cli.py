@@ -376,3 +376,22 @@ def test_resume_with_another_batch_size_is_refused(trained, tmp_path):
                          "--batch-size", "16", "--resume", "--out", copy)
     _assert_error(code, err, "batch_size")
     assert _snapshot(copy) == before
+
+
+def test_non_finite_training_stops_with_one_line_and_keeps_the_checkpoint(tmp_path):
+    _png(tmp_path / "a.png", seed=5)
+    run = tmp_path / "run"
+    code, _, err = _main("train", tmp_path / "a.png", "--epochs", "2", *TINY, "--out", run)
+    assert code == 0, err
+    before = checkpoint.latest_epoch(run / "checkpoint")
+    code, _, err = _main("train", tmp_path / "a.png", "--epochs", "4", *TINY, "--lr", "1e30", "--resume", "--out", run)
+    lines = _lines(err)
+    assert code == 3 and len(lines) == 1, err
+    assert lines[0].startswith("mdn-jax: error: non-finite loss or gradient in epoch 3")
+    assert "checkpoint of epoch 2 is kept" in lines[0] and "--resume" in lines[0]
+    assert checkpoint.latest_epoch(run / "checkpoint") == before == 2
+    code, _, err = _main("train", tmp_path / "a.png", "--epochs", "4", *TINY, "--lr", "1e30", "--resume",
+                         "--on-nonfinite", "skip", "--out", run)
+    assert code == 0, err
+    history = _metrics(run)["history"]
+    assert history[-1]["epoch"] == 4 and history[-1]["skipped_steps"] >= 1

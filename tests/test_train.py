@@ -144,3 +144,17 @@ def test_resuming_fit_from_a_state_leaves_the_callers_arrays_valid():
     train.fit(xs, ys, train_config=train.TrainConfig(epochs=2, batch_size=50), state=first.state, start_epoch=1,
               **{"model_config": first.model_config})
     assert np.all(np.isfinite(np.asarray(first.predict(xs[:3]).means)))  # not deleted by donation
+
+
+def test_non_finite_steps_are_never_applied_stop_names_epoch_and_step_skip_counts():
+    xs, ys = _toy(300)
+    config = model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2)
+    absurd = dict(epochs=2, batch_size=50, learning_rate=1e30)  # step 1 blows params up, step 2 is inf/NaN
+    with pytest.raises(train.NonFiniteError, match=r"epoch 1 at step 2 of 6"):
+        train.fit(xs, ys, model_config=config, train_config=train.TrainConfig(**absurd))
+    result = train.fit(xs, ys, model_config=config, train_config=train.TrainConfig(on_nonfinite="skip", **absurd))
+    assert [h.get("skipped_steps") for h in result.history] == [5, 6]
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(result.params))
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(result.state.opt_state))
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        train.TrainConfig(on_nonfinite="ignore")
