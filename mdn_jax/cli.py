@@ -170,13 +170,6 @@ def _train_and_report(images, args, data_info) -> int:
     from mdn_jax import runs
 
     model_config, train_config, options = _configs(args)
-    pixels = images.shape[0] * images.shape[1] * images.shape[2]
-    if train_config.batch_size > pixels:
-        raise ValueError(f"batch size {train_config.batch_size} is larger than the {pixels} training pixels; "
-                         f"use --batch-size {pixels} or less")
-    print(f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} "
-          f"({images.shape[0] * images.shape[1] * images.shape[2]:,} pixels) on {runs.device_name()}; "
-          f"{model_config.components} {model_config.structure} components, {train_config.epochs} epochs")
     values = runs.train_on_images(images, args.out, model_config=model_config, train_config=train_config,
                                   options=options, resume=args.resume, data_info=data_info)
     out = Path(args.out)

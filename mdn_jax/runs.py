@@ -130,9 +130,7 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     out = Path(out)
     images = np.asarray(images, np.float32)
     xs, ys = dt.image_pairs(images)
-    if train_config.batch_size > xs.shape[0]:
-        raise ValueError(f"batch size {train_config.batch_size} is larger than the {xs.shape[0]} "
-                         f"training pixels; use --batch-size {xs.shape[0]} or less")
+    tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
     start_epoch, state, history = 0, None, []
@@ -159,6 +157,9 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                 "images and flags or start a new --out folder")
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
         log(f"resuming {out} from epoch {start_epoch}")
+    log(f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} ({xs.shape[0]:,} pixels) "
+        f"on {device_name()}; {model_config.components} {model_config.structure} components, "
+        f"{train_config.epochs} epochs")
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # frames left by an earlier run that never checkpointed must not join the montage
         for stale in (out / "frames").glob("epoch_*.png"):

@@ -285,6 +285,13 @@ def check_arrays(xs, ys) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
+def check_batch_size(batch_size: int, num_samples: int, *, unit: str = "training samples") -> None:
+    """Refuse a batch larger than the data, naming the largest that fits."""
+    if batch_size > num_samples:
+        raise ValueError(f"batch size {batch_size} is larger than the {num_samples} {unit}; "
+                         f"use --batch-size {num_samples} or less")
+
+
 def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
         train_config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
         normalise_inputs: bool = True, state: TrainState | None = None,
@@ -304,9 +311,7 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     if (model_config.in_features, model_config.out_features) != (xs.shape[1], ys.shape[1]):
         raise ValueError(f"model expects {model_config.in_features} inputs and {model_config.out_features} "
                          f"outputs but the data has {xs.shape[1]} and {ys.shape[1]}")
-    if train_config.batch_size > xs.shape[0]:
-        raise ValueError(f"batch size {train_config.batch_size} is larger than the {xs.shape[0]} "
-                         f"training samples; use --batch-size {xs.shape[0]} or less")
+    check_batch_size(train_config.batch_size, xs.shape[0])
     if normalise_inputs and model_config.input_offset is None and model_config.input_scale is None:
         offset, scale = mdl.normalisation_from_data(xs)
         model_config = dataclasses.replace(model_config, input_offset=offset, input_scale=scale)
