@@ -48,6 +48,12 @@ class ModelConfig:
         blurry, this lets them learn sharp edges. 0 (default) feeds x as it is.
       fourier_scale: standard deviation of B, in cycles per unit of normalised input.
       fourier_seed: seeds B (numpy, fixed at build time, so it is part of the config, not params).
+      mean_init: optional initial component means, K rows of D values (for per_dim, row k
+        gives component k of every dimension): written into the head's bias so that training
+        starts with the components spread over the data (see `spread_means`). None: the
+        usual random initialisation.
+      head_init_scale: multiplies the head's initial weights; below 1 the head starts close
+        to its bias (uniform weights, the `mean_init` means) and grows from there.
     """
 
     in_features: int = 2
@@ -63,9 +69,18 @@ class ModelConfig:
     fourier_features: int = 0
     fourier_scale: float = 10.0
     fourier_seed: int = 0
+    mean_init: tuple[tuple[float, ...], ...] | None = None
+    head_init_scale: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.mean_init is not None:
+            try:
+                rows = tuple(tuple(float(v) for v in row) for row in self.mean_init)
+            except (TypeError, ValueError):
+                raise ValueError(f"mean_init must be {self.components} rows of {self.out_features} numbers, "
+                                 f"got {self.mean_init!r}") from None
+            object.__setattr__(self, "mean_init", rows)
         for name in ("input_offset", "input_scale"):
             value = getattr(self, name)
             if value is not None:
@@ -118,6 +133,19 @@ def validate(config: ModelConfig) -> None:
         raise ValueError(f"fourier_scale must be a positive number, got {config.fourier_scale!r}")
     if config.input_scale is not None and any(v <= 0 for v in config.input_scale):
         raise ValueError(f"input_scale must be positive, got {config.input_scale}")
+    if config.mean_init is not None:
+        shape = (len(config.mean_init), *{len(row) for row in config.mean_init})
+        if shape != (config.components, config.out_features):
+            raise ValueError(f"mean_init must be {config.components} rows (components) of {config.out_features} "
+                             f"values (outputs), got {len(config.mean_init)} rows of lengths "
+                             f"{sorted({len(row) for row in config.mean_init})}")
+        if not all(math.isfinite(v) for row in config.mean_init for v in row):
+            raise ValueError("mean_init must be finite")
+        if config.mean_activation == "sigmoid" and not all(0 < v < 1 for row in config.mean_init for v in row):
+            raise ValueError("mean_init must lie in (0, 1) with mean_activation='sigmoid'")
+    if not (isinstance(config.head_init_scale, (int, float)) and math.isfinite(config.head_init_scale)
+            and config.head_init_scale > 0):
+        raise ValueError(f"head_init_scale must be a positive number, got {config.head_init_scale!r}")
 
 
 def head_size(config: ModelConfig | None = None, *, structure: str | None = None,
@@ -167,6 +195,11 @@ class MDN(nnx.Module):
         self.head = MDNHead(widths[-1], out_features=config.out_features, components=config.components,
                             structure=config.structure, scale_floor=config.scale_floor,
                             mean_activation=config.mean_activation, rngs=rngs)
+        if config.head_init_scale != 1.0:
+            self.head.linear.kernel[...] = self.head.linear.kernel[...] * config.head_init_scale
+        if config.mean_init is not None:
+            bias = self.head.linear.bias[...]
+            self.head.linear.bias[...] = bias.at[mean_bias_indices(config)].set(_mean_bias(config))
 
     def features(self, x: jax.Array) -> jax.Array:
         """Trunk output `[..., hidden[-1]]` for inputs `[..., in_features]`."""
@@ -231,6 +264,44 @@ def head_to_mixture(raw: jax.Array, *, structure: str, components: int, out_feat
     entries = jnp.where(rows == cols, positive(entries), entries)  # diagonal positive
     tril = jnp.zeros(batch + (k, d, d), raw.dtype).at[..., rows, cols].set(entries)
     return mx.FullMixture(logits, means, tril)
+
+
+def mean_bias_indices(config: ModelConfig):
+    """Indices into the head's raw outputs of the component means, shaped `[K, D]`."""
+    import numpy as np
+
+    k, d = config.components, config.out_features
+    if config.structure == "per_dim":  # raw layout [3, D, K]: means are block 1, [D, K] within it
+        return (d * k + np.arange(d * k).reshape(d, k)).T
+    return k + np.arange(k * d).reshape(k, d)  # raw layout [K logits, K x D means, ...]
+
+
+def _mean_bias(config: ModelConfig) -> jax.Array:
+    means = jnp.asarray(config.mean_init, jnp.float32)
+    return jnp.log(means) - jnp.log1p(-means) if config.mean_activation == "sigmoid" else means
+
+
+def spread_means(ys, components: int, *, seed: int = 0) -> tuple[tuple[float, ...], ...]:
+    """K outputs spread over the data `ys [N, D]`, for `ModelConfig.mean_init`.
+
+    Farthest-point sampling: start from the output nearest the data mean, then repeatedly take
+    the output farthest from all chosen so far (over a seeded subsample of at most 20,000
+    rows), so the K means cover the range of the data, corners included. Duplicates (data with
+    fewer than K distinct outputs) are allowed.
+    """
+    import numpy as np
+
+    ys = np.asarray(ys, np.float64)
+    if ys.ndim != 2 or not len(ys) or not np.all(np.isfinite(ys)):
+        raise ValueError("spread_means needs finite outputs shaped [N, D] with N >= 1")
+    if len(ys) > 20_000:
+        ys = ys[np.random.default_rng(seed).choice(len(ys), 20_000, replace=False)]
+    chosen = [int(np.argmin(np.sum((ys - ys.mean(axis=0)) ** 2, axis=1)))]
+    distance = np.sum((ys - ys[chosen[0]]) ** 2, axis=1)
+    for _ in range(components - 1):
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.sum((ys - ys[chosen[-1]]) ** 2, axis=1))
+    return tuple(tuple(float(v) for v in ys[i]) for i in chosen)
 
 
 def head_options(config: ModelConfig) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The network: head layouts, positivity floors, normalisation, purity, config validation."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +96,13 @@ def test_config_round_trips_through_dict():
     (dict(mean_activation="tanh"), "mean_activation"),
     (dict(input_offset=(1.0,)), "input_offset"),
     (dict(input_scale=(1.0, 0.0)), "input_scale"),
+    (dict(components=2, out_features=3, mean_init=((0.1, 0.2, 0.3),)), "mean_init must be 2 rows"),
+    (dict(components=1, out_features=3, mean_init=((0.1, 0.2),)), "mean_init must be 1 rows"),
+    (dict(components=1, out_features=1, mean_init=((float("inf"),),)), "mean_init must be finite"),
+    (dict(components=1, out_features=1, mean_init=(("red",),)), "mean_init must be 1 rows"),
+    (dict(components=1, out_features=1, mean_init=((1.5,),), mean_activation="sigmoid"), r"\(0, 1\)"),
+    (dict(head_init_scale=0.0), "head_init_scale"),
+    (dict(head_init_scale=float("nan")), "head_init_scale"),
 ])
 def test_bad_config_is_refused_with_named_field(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -150,3 +158,40 @@ def test_collapse_diagnostics_on_hand_made_mixtures():
     found = metrics.collapse_diagnostics(dominant, scale_floor=0.01)
     assert abs(found["effective_components"] - 1.0) < 1e-3 and found["unused_components"] == 2
     assert found["scales_at_floor"] == 0.0
+
+
+@pytest.mark.parametrize("structure", model.STRUCTURES)
+@pytest.mark.parametrize("mean_activation", model.MEAN_ACTIVATIONS)
+def test_mean_init_sets_every_component_mean_and_small_head_starts_near_it(structure, mean_activation):
+    means = ((0.1, 0.9), (0.5, 0.2), (0.8, 0.7))
+    config = model.ModelConfig(structure=structure, mean_activation=mean_activation, mean_init=means,
+                               head_init_scale=1e-3, **SMALL)
+    assert model.ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    graphdef, params = model.init(config, key=jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (16, 2))
+    mixture = model.apply(graphdef, params, x)
+    # With the head's weights scaled by 1e-3 the means sit within ~1e-3 of mean_init at any input.
+    np.testing.assert_allclose(mdn_jax.component_means(mixture), np.broadcast_to(means, (16, 3, 2)), atol=5e-3)
+    logits = mixture.logits.reshape(-1, 3)
+    assert np.ptp(np.asarray(logits), axis=-1).max() < 1e-2  # near-uniform weights
+    # Same key without the options: the trunk is identical, the head kernel 1000x larger.
+    plain_graphdef, plain = model.init(dataclasses.replace(config, mean_init=None, head_init_scale=1.0),
+                                       key=jax.random.key(0))
+    np.testing.assert_allclose(params["head"]["linear"]["kernel"][...] * 1e3,
+                               plain["head"]["linear"]["kernel"][...], rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(params["trunk"]), jax.tree_util.tree_leaves(plain["trunk"])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_spread_means_are_data_points_spread_to_the_corners():
+    rng = np.random.default_rng(0)
+    corners = np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 0, 1]], np.float64)
+    ys = np.concatenate([np.full((1000, 3), 0.5), corners[rng.integers(0, 4, 200)]])
+    spread = np.array(model.spread_means(ys, 5))
+    assert spread.shape == (5, 3)
+    np.testing.assert_array_equal(spread[0], [0.5, 0.5, 0.5])  # nearest the data mean first
+    assert {tuple(row) for row in spread[1:]} == {tuple(c) for c in corners}  # then the farthest points
+    assert model.spread_means(ys, 5) == model.spread_means(ys, 5)  # deterministic
+    assert len(set(model.spread_means(np.zeros((3, 2)), 4))) == 1  # fewer distinct points than K: repeats
+    with pytest.raises(ValueError, match="finite"):
+        model.spread_means(np.array([[np.nan, 0.0]]), 2)
