@@ -86,6 +86,9 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
                         help="random Fourier features of the position (0: raw positions, the default)")
     parser.add_argument("--fourier-scale", type=_positive_float, default=10.0,
                         help="standard deviation of the Fourier frequencies (default 10)")
+    parser.add_argument("--init", choices=("random", "spread"), default="random",
+                        help="random: the usual initialisation (default); spread: component means start on "
+                             "colours spread over the images and the head starts small (see docs/reproduce)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
     parser.add_argument("--frame-every", type=_non_negative_int, default=frame_every,
                         help=f"epochs between montage frames (default {frame_every})")
@@ -142,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", required=True, help="PNG file to write")
     render.set_defaults(handler=_run_render)
 
+    reproduce = sub.add_parser(
+        "reproduce", help="run the reference experiments and write report.md (about 13 minutes on a 2-core CPU)",
+        description="Run the reference example's experiments (one image K=1; two images K=1 and K=10; all images "
+                    "per_dim and joint K=10; three trunk sizes) and the improvements (Fourier features, the "
+                    "discretised loss, spread initial means) on the built-in images or yours, and write "
+                    "DIR/report.md. Running it again continues where it stopped.")
+    reproduce.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
+                           help="two or more images or folders (default: the five built-in images)")
+    reproduce.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
+    reproduce.add_argument("--full", action="store_true", help="the reference's 300 epochs per experiment "
+                           "(several hours on a 2-core CPU)")
+    reproduce.add_argument("--epochs", type=_positive_int, default=None,
+                           help="epochs per experiment (default 25; --full: 300)")
+    reproduce.add_argument("--size", type=_size, default=(128, 128), help="image size HxW (default 128x128)")
+    reproduce.add_argument("--only", type=lambda text: tuple(t.strip() for t in text.split(",") if t.strip()),
+                           default=None, help="comma-separated experiment names to run (default: all)")
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bar")
+    reproduce.set_defaults(handler=_run_reproduce)
+
     bench = sub.add_parser("bench", help="run the benchmarks (training, rendering, likelihood)",
                            description="Run benchmarks/train_throughput.py, render_throughput.py and "
                                        "likelihood_throughput.py from a source checkout; quick by default.")
@@ -151,13 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configs(args):
+def _configs(args, images):
     from mdn_jax import runs, train
 
+    init = runs.spread_init(images, args.components) if args.init == "spread" else {}
     model_config = runs.image_model_config(components=args.components, structure=args.structure,
                                            hidden=args.hidden, scale_floor=args.scale_floor,
                                            fourier_features=args.fourier_features,
-                                           fourier_scale=args.fourier_scale)
+                                           fourier_scale=args.fourier_scale, **init)
     train_config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                      schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed,
                                      loss=args.loss, on_nonfinite=args.on_nonfinite)
@@ -169,7 +192,7 @@ def _configs(args):
 def _train_and_report(images, args, data_info) -> int:
     from mdn_jax import runs
 
-    model_config, train_config, options = _configs(args)
+    model_config, train_config, options = _configs(args, images)
     values = runs.train_on_images(images, args.out, model_config=model_config, train_config=train_config,
                                   options=options, resume=args.resume, data_info=data_info)
     out = Path(args.out)
@@ -229,6 +252,32 @@ def _run_render(args) -> int:
         image = image[0] if len(image) == 1 else media.grid(list(image))
     media.save_png(args.out, image)
     print(f"wrote {args.out} ({args.method}, {size[0]}x{size[1]})")
+    return 0
+
+
+def _run_reproduce(args) -> int:
+    import numpy as np
+
+    from mdn_jax import data, reproduce
+
+    if args.full and args.epochs is not None:
+        raise ValueError("--full and --epochs both set the epochs; pass one of them")
+    epochs = reproduce.FULL_EPOCHS if args.full else args.epochs or reproduce.DEFAULT_EPOCHS
+    if args.inputs:
+        images = data.load_images(args.inputs, size=args.size)
+        source = ", ".join(p.name for p in data.find_images(args.inputs))
+    else:
+        data.check_size(args.size)
+        images = np.stack([data.resize(image, args.size) for image in data.demo_images(count=5)])
+        source = "the five built-in demo images"
+    command = "mdn-jax " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else "mdn-jax reproduce"
+    try:
+        path = reproduce.run(images, args.out, epochs=epochs, only=args.only, source=source, command=command,
+                             progress=not args.no_progress and sys.stderr.isatty())
+    except KeyboardInterrupt as stop:
+        print(f"mdn-jax: {stop or 'interrupted'}; run the same command again to continue", file=sys.stderr)
+        return 130
+    print(f"open {path}")
     return 0
 
 
