@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -81,8 +82,9 @@ def experiments() -> list[Experiment]:
                    model=dict(components=10), loss="discretised", baseline="joint_k10"),
         Experiment(name="spread_init", title="baseline with means spread over the data, small head at the start",
                    images=0, model=dict(components=10), spread_init=True, baseline="joint_k10"),
-        Experiment(name="spread_fourier", title="spread initial means + Fourier features (both improvements)",
-                   images=0, model=dict(components=10, **FOURIER), spread_init=True, baseline="joint_k10"),
+        Experiment(name="combined", title="all three improvements: spread means, Fourier features, discretised loss",
+                   images=0, model=dict(components=10, **FOURIER), loss="discretised", spread_init=True,
+                   baseline="joint_k10"),
     ]
 
 
@@ -144,6 +146,7 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
     options = runs.RunOptions(frame_every=max(1, epochs // REPORT_FRAMES), checkpoint_every=max(5, epochs // 5),
                               samples=4, progress=progress)
     results: dict[str, dict] = {}
+    started, reused = time.perf_counter(), 0
     for index, experiment in enumerate(chosen, 1):
         subset = _subset(experiment, images)
         config = model_config(experiment, subset)
@@ -153,6 +156,7 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
         metrics = _finished(run_dir, epochs, config, experiment.loss)
         if metrics is not None:
             log(f"  already finished in {run_dir}; reusing it")
+            reused += 1
         else:
             resume = ckpt.latest_epoch(run_dir / "checkpoint") is not None
             metrics = runs.train_on_images(subset, run_dir, model_config=config, train_config=experiment_train,
@@ -167,7 +171,11 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
     files = out / "report_files"
     for experiment in chosen:
         _report_files(out / "runs" / experiment.name, files, experiment.name)
-    text = report(chosen, results, images=images, epochs=epochs, source=source, command=command)
+    minutes = (time.perf_counter() - started) / 60
+    timing = (f"This invocation took {minutes:.1f} minutes of wall-clock time, reports included"
+              + (f"; {reused} of the {len(chosen)} experiments were read back from an earlier invocation."
+                 if reused else f" ({len(chosen)} experiments)."))
+    text = report(chosen, results, images=images, epochs=epochs, source=source, command=command, timing=timing)
     path = out / "report.md"
     media.atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
     log(f"wrote {path}")
@@ -251,17 +259,31 @@ def _thirty_db(results: dict[str, dict], epochs: int) -> str:
     text = (f"Lowest per-image coverage PSNR of each run: "
             + ", ".join(f"`{n}` {v:.1f} dB" for n, v in sorted(lowest.items(), key=lambda kv: -kv[1])) + ". ")
     if reached:
-        text += (f"At {epochs} epochs, {', '.join(f'`{n}`' for n in reached)} already reach 30 dB on every image. ")
+        text += f"At {epochs} epochs, {', '.join(f'`{n}`' for n in reached)} reach 30 dB on every image. "
     else:
         text += f"At {epochs} epochs no run reaches 30 dB on every image. "
-    text += ("Coverage PSNR rises with every epoch in these runs (see each run's metrics.json history): the "
-             "usual levers are more epochs (`--full` trains the reference's 300), a wider trunk, and Fourier "
-             "features, whose scale trades sharp edges against noise: too high a scale (10 and more on "
-             "128-pixel images) gives speckle, too low a scale is the blurry raw-position network again. "
-             "Component PSNR (does one component hold a whole image?) stays far below coverage PSNR in every "
-             "run: the likelihood lets components split the colours of a position between them, rather "
-             "than assigning one image to each component, because nothing in the loss asks for the latter.")
+    missed = {n: m for n, m in many.items() if n not in reached}
+    if missed:
+        text += ("The runs that miss it: " + "; ".join(
+            f"`{n}` on image {int(np.argmin(m['coverage_psnr'])) + 1} ({min(m['coverage_psnr']):.1f} dB), "
+            f"{(m.get('history') or [{}])[-1].get('unused_components', '?')} unused components at the end"
+            for n, m in sorted(missed.items())) + ". ")
+    text += ("A run misses 30 dB when an image's colours at some pixels have no component near them: the "
+             "closest component PSNR of that image drops while the others stay high, and unused components "
+             "are the sign that the mixture had capacity it did not place there. The levers this report "
+             "tries are the rows above: means that start spread over the colours (`spread_init`), Fourier "
+             "features so the trunk can draw edges (`fourier`) and wider trunks (the `trunk_*` rows, which "
+             "cost more per epoch); compare each with `joint_k10`. Beyond those, train longer "
+             "(`--epochs N`, or `--full` for the reference's 300 epochs). Component PSNR (does one component hold a whole image?) "
+             "stays far below coverage PSNR in every run: the likelihood lets components split the colours "
+             "of a position between them rather than give each image a component of its own, because "
+             "nothing in the loss asks for the latter.")
     return text
+
+
+def _and(items: Sequence[str]) -> str:
+    items = [f"`{i}`" for i in items]
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
 def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) -> str:
@@ -298,18 +320,27 @@ def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) 
     elif experiment.name.startswith("trunk_"):
         parts.append("The leading number is read as the width of the first hidden layer after the two inputs "
                      "(the reference's lists start with it).")
+    elif experiment.name == "combined":
+        alone = {n: results[n]["bits_per_channel"] < results["joint_k10"]["bits_per_channel"]
+                 for n in ("spread_init", "fourier", "discretised_loss") if n in results and "joint_k10" in results}
+        parts.append("The three improvements together: means that start spread over the colours, a position "
+                     "encoding that can draw sharp edges, and the loss that is the reported score."
+                     + (f" Alone, against the baseline, {_and([n for n, ok in alone.items() if ok]) or 'none'} "
+                        f"lowered bits per channel and {_and([n for n, ok in alone.items() if not ok]) or 'none'} "
+                        "did not." if alone else ""))
     elif experiment.name == "spread_init":
         parts.append(f"Means start at colours spread over the data by farthest-point sampling and the head's "
                      f"weights at {runs.SPREAD_HEAD_SCALE:g} of their usual size, so every component starts on a "
                      f"real colour with near-uniform weights.")
     elif experiment.loss == "discretised":
-        parts.append("Training on the mass of each 8-bit bin stops the sigmas from shrinking below a bin "
-                     "for likelihood that 8-bit data cannot give.")
+        parts.append("Training on the mass of each 8-bit bin optimises the reported score itself, instead of a "
+                     "continuous density that can buy likelihood with peaks narrower than the gap between two "
+                     "8-bit levels (here the scale floor, 0.01, is 2.55 levels wide, so that gain is small).")
     return " ".join(parts)
 
 
 def report(chosen: Sequence[Experiment], results: dict[str, dict], *, images: np.ndarray, epochs: int,
-           source: str, command: str) -> str:
+           source: str, command: str, timing: str = "") -> str:
     """The report's markdown."""
     first = next(iter(results.values()))
     n, height, width = images.shape[:3]
@@ -319,13 +350,14 @@ def report(chosen: Sequence[Experiment], results: dict[str, dict], *, images: np
         f"Written by `{command}` on {datetime.date.today().isoformat()}: {n} images ({source}) of "
         f"{height}x{width} pixels, {epochs} epochs per experiment, batch 200, Adam 1e-3, seed 0, ReLU trunk, "
         f"scale floor 0.01. Device `{first.get('device')}`; "
-        + ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items()) + ".",
+        + ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items()) + ". " + timing,
         "",
         "Scores: NLL is the continuous negative log-likelihood in nats per pixel (all three channels); "
         "bits/channel is the discretised 8-bit likelihood, the honest score for image data; coverage PSNR "
         "(per image) is the PSNR of the closest component mean at each pixel; component PSNR (per image) "
         "the best PSNR of any single component. Seconds are training time summed over epochs (the first "
-        "includes compilation); samples/s is the median epoch's.",
+        "includes compilation); samples/s is the median epoch's. Each row is one training run with seed 0: "
+        "this report does not measure how much rows move with the seed, so read small differences with care.",
         "",
         "## What it shows",
         "",
