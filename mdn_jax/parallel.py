@@ -53,6 +53,17 @@ def data_mesh(devices: int | None = None) -> Mesh:
     return Mesh(np.array(grid), AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
+def local_mesh(devices: int | None = None) -> Mesh:
+    """A `[1, devices]` mesh over this process's first `devices` devices (None: all), for work
+    one process does alone, such as rendering."""
+    available = jax.local_device_count()
+    devices = available if devices is None else devices
+    if not isinstance(devices, int) or isinstance(devices, bool) or not 1 <= devices <= available:
+        raise ValueError(f"devices must be an integer from 1 to the {available} local {describe_platform()} "
+                         f"device(s), got {devices!r}")
+    return Mesh(np.array([jax.local_devices()[:devices]]), AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
 def describe_platform() -> str:
     return jax.devices()[0].platform
 
