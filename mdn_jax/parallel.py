@@ -76,9 +76,9 @@ def describe(mesh: Mesh) -> str:
     return text + (f" ({mesh.devices.shape[1]} on each of {processes} processes)" if processes > 1 else "")
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-    """Refuse a global batch that does not split evenly over the mesh, naming the nearest that do."""
-    count = mesh.devices.size
+def check_batch_size(batch_size: int, count: int) -> None:
+    """Refuse a global batch that does not split evenly over `count` devices, naming the nearest
+    sizes that do (no silent rounding: the batch size is part of the run's settings)."""
     if batch_size % count:
         below, above = batch_size // count * count, -(-batch_size // count) * count
         nearest = f"--batch-size {below} or {above}" if below else f"--batch-size {above}"

@@ -142,7 +142,7 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     xs, ys = dt.image_pairs(images)
     tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
     mesh = parallel.data_mesh(devices)
-    parallel.check_batch_size(train_config.batch_size, mesh)
+    parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
     main = parallel.is_main_process()
     if not main:
         log = _silent

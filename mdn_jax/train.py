@@ -358,7 +358,7 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
         raise ValueError(f"model expects {model_config.in_features} inputs and {model_config.out_features} "
                          f"outputs but the data has {xs.shape[1]} and {ys.shape[1]}")
     mesh = parallel.data_mesh(devices)
-    parallel.check_batch_size(train_config.batch_size, mesh)
+    parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
     processes = mesh.devices.shape[0]
     share_sizes = parallel.gather_from_processes(np.array([xs.shape[0]]), mesh)[:, 0]  # [P]
     check_batch_size(train_config.batch_size, int(share_sizes.sum()))

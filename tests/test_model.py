@@ -81,7 +81,8 @@ def test_same_key_same_params_different_key_different_params():
 
 
 def test_config_round_trips_through_dict():
-    config = model.ModelConfig(structure="full", input_offset=(0.5, 0.5), input_scale=(0.5, 0.5), **SMALL)
+    config = model.ModelConfig(structure="full", input_offset=(0.5, 0.5), input_scale=(0.5, 0.5), dtype="bfloat16",
+                               **SMALL)
     assert model.ModelConfig.from_dict(config.to_dict()) == config
 
 
@@ -95,6 +96,7 @@ def test_config_round_trips_through_dict():
     (dict(mean_activation="tanh"), "mean_activation"),
     (dict(input_offset=(1.0,)), "input_offset"),
     (dict(input_scale=(1.0, 0.0)), "input_scale"),
+    (dict(dtype="float16"), "dtype"),
 ])
 def test_bad_config_is_refused_with_named_field(bad, message):
     with pytest.raises(ValueError, match=message):
