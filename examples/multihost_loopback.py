@@ -14,6 +14,10 @@ process saves the params it holds in memory at the end, and this script checks t
 
 - both processes finished with bit-identical params (and so did every device within each);
 - those params equal the ones in the final checkpoint;
+- they are the params one process on one device trains from the same global batches: each
+  epoch's batch b is process 0's b-th batch of its own shuffled rows, then process 1's
+  (computed here, after the workers, from the rule documented in `mdn_jax.train.fit`), so
+  each process really trained on its own share;
 - only process 0 wrote the run folder's files (frames, renders, metrics), once.
 
 Exit code 0 when every check holds, 1 otherwise; prints one JSON line of results. On a real
@@ -38,6 +42,16 @@ import numpy as np
 
 PROCESSES = 2
 DEVICES_PER_PROCESS = 2
+SEED, BATCH_SIZE = 1, 64
+
+
+def settings():
+    """The images, model and training settings every process (and the reference) uses."""
+    from mdn_jax import data, runs, train
+
+    images = data.demo_images(count=2, size=16)
+    return images, runs.image_model_config(hidden=(16, 16), components=3), train.TrainConfig(
+        batch_size=BATCH_SIZE, seed=SEED)
 
 
 def free_port() -> int:
@@ -52,12 +66,11 @@ def worker(index: int, port: int, out: Path, epochs: int) -> None:
 
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=PROCESSES,
                                process_id=index)
-    from mdn_jax import data, runs, train
+    from mdn_jax import runs
 
-    images = data.demo_images(count=2, size=16)
-    model_config = runs.image_model_config(hidden=(16, 16), components=3)
+    images, model_config, train_config = settings()
     options = runs.RunOptions(frame_every=1, checkpoint_every=1, samples=2, progress=False)
-    first = train.TrainConfig(epochs=epochs, batch_size=64, seed=1)
+    first = dataclasses.replace(train_config, epochs=epochs)
     held = {}
 
     def keep_last(report):  # every device's copy of the params, as numpy, after each epoch
@@ -98,6 +111,29 @@ def launch(out: Path, port: int, epochs: int, timeout: float) -> list[int]:
                 process.wait()
 
 
+def reference_params(epochs: int):
+    """What one device trains in `epochs` epochs from the batches the processes formed together."""
+    import jax
+
+    from mdn_jax import data, model, train
+
+    images, model_config, train_config = settings()
+    xs, ys = data.image_pairs(images)
+    shares = [np.arange(p, xs.shape[0], PROCESSES) for p in range(PROCESSES)]  # parallel.process_share
+    per_process = BATCH_SIZE // PROCESSES
+    num_batches = train.steps_per_epoch(max(len(share) for share in shares), per_process)
+    init_key, key = jax.random.split(jax.random.key(SEED))
+    graphdef, params = model.init(model_config, key=init_key)
+    trainer = train.Trainer(graphdef, train.make_optimizer(train_config, total_steps=epochs * num_batches))
+    state = trainer.init(params, key=key)
+    for _ in range(epochs):
+        key, epoch_key = jax.random.split(state.key)
+        rows = [share[train.shuffled_batches(jax.random.fold_in(epoch_key, p), len(share), per_process,
+                                             num_batches=num_batches)] for p, share in enumerate(shares)]
+        state, _ = trainer.epoch(state._replace(key=key), xs, ys, np.concatenate(rows, axis=1))
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state.params)]
+
+
 def check(out: Path, codes: list[int], epochs: int) -> dict:
     from mdn_jax import checkpoint
 
@@ -117,12 +153,15 @@ def check(out: Path, codes: list[int], epochs: int) -> dict:
         devices_agree=all(r["devices_agree"] for r in reports),
         processes_agree=all(np.array_equal(a, b) for a, b in zip(*leaves, strict=True)),
         checkpoint_agrees=all(np.array_equal(a, b) for a, b in zip(leaves[0], stored, strict=True)),
+        difference_from_one_device=max(float(np.max(np.abs(a - b)))
+                                       for a, b in zip(leaves[0], reference_params(epochs + 1), strict=True)),
         frames=len(list((out / "run" / "frames").glob("epoch_*.png"))),
         metrics=(out / "run" / "metrics.json").is_file(),
         stray_files=sorted(p.name for p in out.iterdir() if p.name not in
                            {"run", *(f"params_{i}.npz" for i in range(PROCESSES)),
                             *(f"process_{i}.json" for i in range(PROCESSES))}))
     results["ok"] = bool(results["devices_agree"] and results["processes_agree"] and results["checkpoint_agrees"]
+                         and results["difference_from_one_device"] < 1e-5
                          and results["epochs"] == [epochs + 1] * PROCESSES and saved.epoch == epochs + 1
                          and results["frames"] == epochs + 1 and results["metrics"] and not results["stray_files"]
                          and results["devices"] == PROCESSES * DEVICES_PER_PROCESS)

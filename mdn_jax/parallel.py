@@ -19,6 +19,7 @@ How training lays arrays out on it (see `mdn_jax.train`):
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any
 
 import jax
@@ -105,7 +106,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     sharding = replicated(mesh)
 
     def place(leaf):
-        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             impl = jax.random.key_impl(leaf)
             return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=impl)
         return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
@@ -145,7 +146,13 @@ def gather_from_processes(values, mesh: Mesh) -> np.ndarray:
         return values[None]
     spread = jax.make_array_from_process_local_data(
         NamedSharding(mesh, PartitionSpec(PROCESS)), values[None], (mesh.devices.shape[0],) + values.shape)
-    return np.asarray(jax.jit(lambda v: v, out_shardings=replicated(mesh))(spread))
+    return np.asarray(_replicating_identity(mesh)(spread))
+
+
+@functools.lru_cache(maxsize=8)
+def _replicating_identity(mesh: Mesh):
+    """One compiled identity per mesh (its output on every device), not one per call."""
+    return jax.jit(lambda values: values, out_shardings=replicated(mesh))
 
 
 def process_share(num_samples: int) -> np.ndarray:
