@@ -97,12 +97,12 @@ def main(argv=None) -> int:
         for (devices, dtype), value in speed.items():
             versus_one = value / speed[(1, dtype)]
             versus_float32 = value / speed[(devices, "float32")] if (devices, "float32") in speed else None
-            common.emit({"kind": "scaling", "batch_size": batch_size, "devices": devices, "dtype": dtype,
+            common.emit({**env, "kind": "scaling", "batch_size": batch_size, "devices": devices, "dtype": dtype,
                          "samples_per_second": round(value), "versus_one_device": round(versus_one, 3),
                          "versus_float32": None if versus_float32 is None else round(versus_float32, 3),
                          "steps_timed": steps, "repeats": args.repeats,
                          "compile_seconds": round(compile_seconds[(devices, dtype)], 2),
-                         "emulated_devices": emulated, **env})
+                         "emulated_devices": emulated, "devices_seen": jax.device_count()})
             rows.append([batch_size, devices, dtype, f"{value / 1e3:.0f}k", f"{versus_one:.2f}x",
                          "" if versus_float32 is None else f"{versus_float32:.2f}x"])
     print()
