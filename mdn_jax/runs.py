@@ -157,7 +157,7 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     if resume:
         if ckpt.latest_epoch(checkpoint_dir) is None:
             raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
-        restored = ckpt.restore(checkpoint_dir, mesh=mesh)
+        restored = ckpt.restore(checkpoint_dir, mesh=mesh if mesh.devices.size > 1 else None)
         # The optimiser state's structure depends on schedule and clipping, and the batch order on
         # the data and batch size, so those must match for resume to equal an uninterrupted run.
         keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")

@@ -436,6 +436,7 @@ def _normalisation(xs: np.ndarray, mesh) -> tuple[tuple[float, ...], tuple[float
 def evaluate_nll(graphdef, params, xs, ys, *, chunk_size: int = 16384) -> float:
     """Mean negative log-likelihood in nats per sample over `xs [N, in]`, `ys [N, D]`, in chunks."""
     apply = _jitted_nll_sum(graphdef)
+    params = parallel.local(params)  # one device's copy: replicated params would repeat the work
     xs, ys = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
     total = 0.0
     for start in range(0, xs.shape[0], chunk_size):
