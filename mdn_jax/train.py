@@ -15,6 +15,11 @@ vector (`jax.flatten_util.ravel_pytree`): Adam then updates a single array inste
 layer, which measurably shortens a small-batch step on CPU. `TrainState.params` is always the
 ordinary params pytree; `TrainState.opt_state` is the optimiser state of the flat vector.
 
+Several devices: `fit` trains data parallel over a device mesh (see `mdn_jax.parallel`): the
+batch axis is sharded, params and optimiser state are replicated, the scanned epoch is the same
+and XLA inserts the gradient all-reduce. With one device no mesh is used and the epoch is
+exactly the single-device program.
+
 Last partial batch: when N is not a multiple of the batch size, the shuffled order is padded by
 wrapping around to its start, so every sample is seen at least once per epoch, every batch has
 the same shape (one compiled step) and `ceil(N / batch_size)` steps run per epoch; the few
