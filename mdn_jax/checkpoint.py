@@ -97,12 +97,16 @@ def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
 
     Synchronous: the checkpoint is complete on disk when this returns. Epochs must increase
     within a directory: saving an epoch at or below the latest one raises CheckpointError.
+    Under `jax.distributed` every process calls `save` with the same (replicated) state; Orbax
+    writes each array once and synchronises the processes.
     """
     directory = Path(directory).absolute()
     if not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be a positive integer, got {keep!r}")
     if not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+    # With several processes each checks here before the manager's creation barrier, so none can
+    # see the checkpoint another is about to write.
     latest = latest_epoch(directory)
     if latest is not None and epoch <= latest:
         raise CheckpointError(f"{directory} already has a checkpoint for epoch {latest} and epoch {epoch} "
@@ -120,8 +124,11 @@ def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
     return directory / str(epoch)
 
 
-def restore(directory, *, epoch: int | None = None) -> Restored:
+def restore(directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Restored:
     """Load the checkpoint for `epoch` (default: the latest) from `directory`.
+
+    The arrays come back on this process's first device, or replicated over `mesh` (which may
+    span several processes: then every process calls `restore`).
 
     The arrays are restored against the structure `fit` would build from the stored configs
     (`model.init` params; `make_optimizer` + `Trainer.init` optimiser state), so a checkpoint
@@ -149,10 +156,11 @@ def restore(directory, *, epoch: int | None = None) -> Restored:
         trainer = train.Trainer(graphdef, train.make_optimizer(train_config, total_steps=total_steps))
         fresh = jax.eval_shape(lambda p: trainer.init(p, key=jax.random.key(0)), params)
         key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
-        # Place every array on the default device explicitly: without a sharding Orbax reuses the
-        # saved one, which pins a CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), {
+        # Place every array explicitly: without a sharding Orbax reuses the saved one, which pins a
+        # CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
+        placement = (jax.sharding.SingleDeviceSharding(jax.local_devices()[0]) if mesh is None
+                     else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement), {
             "params": fresh.params, "opt_state": fresh.opt_state, "step": fresh.step, "key": key_data})
         stored, wanted = _layout(manager.item_metadata(epoch)["state"]), _layout(target)
         if stored != wanted:

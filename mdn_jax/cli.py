@@ -90,6 +90,20 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
                         help="random: the usual initialisation (default); spread: component means start on "
                              "colours spread over the images and the head starts small (see docs/reproduce)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="compute dtype of the trunk's matrix products; bfloat16 keeps params, optimiser "
+                             "state and the likelihood in float32 (default float32)")
+    parser.add_argument("--devices", type=_positive_int, default=None,
+                        help="data parallel over this many devices (default: all; the batch size must be a "
+                             "multiple); with several processes, the total over all of them")
+    cluster = parser.add_argument_group("several processes (see README: Several devices and hosts)")
+    cluster.add_argument("--distributed", action="store_true",
+                         help="join a multi-process run: jax.distributed.initialize() from the cluster's "
+                              "environment (SLURM, Open MPI, TPU pods), or from the three flags below")
+    cluster.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                         help="address of process 0 (implies --distributed)")
+    cluster.add_argument("--num-processes", type=_positive_int, default=None, help="processes in all")
+    cluster.add_argument("--process-id", type=_non_negative_int, default=None, help="this process's index, 0-based")
     parser.add_argument("--frame-every", type=_non_negative_int, default=frame_every,
                         help=f"epochs between montage frames (default {frame_every})")
     parser.add_argument("--checkpoint-every", type=_non_negative_int, default=25,
@@ -142,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--samples", type=_positive_int, default=1, help="number of samples, laid out in a grid")
     render.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for sample")
     render.add_argument("--chunk", type=_positive_int, default=65536, help="pixels per compiled chunk")
+    render.add_argument("--devices", type=_positive_int, default=None,
+                        help="split each chunk over this many local devices (default: all)")
     render.add_argument("--out", required=True, help="PNG file to write")
     render.set_defaults(handler=_run_render)
 
@@ -180,7 +196,7 @@ def _configs(args, images):
     model_config = runs.image_model_config(components=args.components, structure=args.structure,
                                            hidden=args.hidden, scale_floor=args.scale_floor,
                                            fourier_features=args.fourier_features,
-                                           fourier_scale=args.fourier_scale, **init)
+                                           fourier_scale=args.fourier_scale, dtype=args.dtype, **init)
     train_config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                                      schedule=args.schedule, clip_norm=args.clip_norm, seed=args.seed,
                                      loss=args.loss, on_nonfinite=args.on_nonfinite)
@@ -189,23 +205,50 @@ def _configs(args, images):
     return model_config, train_config, options
 
 
+def _start_processes(args) -> None:
+    """`jax.distributed.initialize()` when asked to, before JAX touches a device."""
+    explicit = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+                "--process-id": args.process_id}
+    given = [flag for flag, value in explicit.items() if value is not None]
+    if not args.distributed and not given:
+        return
+    if given and len(given) < 3:
+        missing = [flag for flag in explicit if flag not in given]
+        raise ValueError(f"{', '.join(given)} needs {' and '.join(missing)} too (or none of the three, to read "
+                         "the cluster's environment)")
+    if given and args.process_id >= args.num_processes:
+        raise ValueError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
+    import jax
+
+    if given:
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    else:
+        jax.distributed.initialize()
+
+
 def _train_and_report(images, args, data_info) -> int:
     from mdn_jax import runs
 
     model_config, train_config, options = _configs(args, images)
     values = runs.train_on_images(images, args.out, model_config=model_config, train_config=train_config,
-                                  options=options, resume=args.resume, data_info=data_info)
+                                  options=options, resume=args.resume, data_info=data_info,
+                                  devices=args.devices)
+    if values is None:  # not process 0: that one reports and writes the files
+        return 0
     out = Path(args.out)
     print(f"NLL {values['nll_nats']:.3f} nats/pixel, {values['bits_per_channel']:.3f} bits/channel; component PSNR "
           f"{', '.join(f'{v:.1f}' for v in values['component_psnr'])} dB; coverage PSNR "
           f"{', '.join(f'{v:.1f}' for v in values['coverage_psnr'])} dB; "
-          f"{values['samples_per_second'] / 1e3:.0f}k samples/s")
+          f"{values['samples_per_second'] / 1e3:.0f}k samples/s on {values['devices']} "
+          f"device{'s' if values['devices'] > 1 else ''}")
     print(f"wrote {out}/: open montage.gif (training progress), final_mode.png, components.png, "
           f"samples.png, uncertainty.png, loss.png; scores in metrics.json")
     return 130 if values.get("interrupted") else 0
 
 
 def _run_demo(args) -> int:
+    _start_processes(args)
     from mdn_jax import data
 
     images = data.demo_images(count=args.images)
@@ -214,6 +257,7 @@ def _run_demo(args) -> int:
 
 
 def _run_train(args) -> int:
+    _start_processes(args)
     from mdn_jax import data
 
     images = data.load_images(args.inputs, size=args.size)
@@ -247,7 +291,7 @@ def _run_render(args) -> int:
     image = render.render(graphdef, params, height=size[0], width=size[1], method=args.method,
                           component=args.component, key=jax.random.key(args.seed), num_samples=args.samples,
                           temperature=args.temperature, sigma_temperature=args.sigma_temperature,
-                          pixels_per_chunk=args.chunk)
+                          pixels_per_chunk=args.chunk, devices=args.devices)
     if args.method == "sample":
         image = image[0] if len(image) == 1 else media.grid(list(image))
     media.save_png(args.out, image)

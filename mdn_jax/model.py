@@ -23,6 +23,7 @@ ACTIVATIONS = {
     "softplus": jax.nn.softplus, "elu": jax.nn.elu,
 }
 MEAN_ACTIVATIONS = ("none", "sigmoid")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,9 @@ class ModelConfig:
         blurry, this lets them learn sharp edges. 0 (default) feeds x as it is.
       fourier_scale: standard deviation of B, in cycles per unit of normalised input.
       fourier_seed: seeds B (numpy, fixed at build time, so it is part of the config, not params).
+      dtype: compute dtype of the trunk's matrix products, 'float32' (default) or 'bfloat16'
+        (mixed precision: params, gradients and optimiser state stay float32; inputs, the
+        Fourier encoding, the head and the mixture likelihood are float32 too).
       mean_init: optional initial component means, K rows of D values (for per_dim, row k
         gives component k of every dimension): written into the head's bias so that training
         starts with the components spread over the data (see `spread_means`). None: the
@@ -69,6 +73,7 @@ class ModelConfig:
     fourier_features: int = 0
     fourier_scale: float = 10.0
     fourier_seed: int = 0
+    dtype: str = "float32"
     mean_init: tuple[tuple[float, ...], ...] | None = None
     head_init_scale: float = 1.0
 
@@ -131,6 +136,8 @@ def validate(config: ModelConfig) -> None:
     if not (isinstance(config.fourier_scale, (int, float)) and math.isfinite(config.fourier_scale)
             and config.fourier_scale > 0):
         raise ValueError(f"fourier_scale must be a positive number, got {config.fourier_scale!r}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     if config.input_scale is not None and any(v <= 0 for v in config.input_scale):
         raise ValueError(f"input_scale must be positive, got {config.input_scale}")
     if config.mean_init is not None:
@@ -191,7 +198,10 @@ class MDN(nnx.Module):
         self.config = config
         encoded = 2 * config.fourier_features if config.fourier_features else config.in_features
         widths = (encoded,) + config.hidden
-        self.trunk = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
+        # bfloat16: each layer casts its float32 input and kernel to bfloat16 for the product (the
+        # params stay float32, so gradients and Adam do too); None keeps float32 as it was.
+        compute = None if config.dtype == "float32" else jnp.dtype(config.dtype)
+        self.trunk = nnx.List([nnx.Linear(a, b, dtype=compute, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
         self.head = MDNHead(widths[-1], out_features=config.out_features, components=config.components,
                             structure=config.structure, scale_floor=config.scale_floor,
                             mean_activation=config.mean_activation, rngs=rngs)
@@ -214,6 +224,8 @@ class MDN(nnx.Module):
         activation = ACTIVATIONS[config.activation]
         for layer in self.trunk:
             x = activation(layer(x))
+        if x.dtype != jnp.float32:  # the head and the likelihood run in float32
+            x = x.astype(jnp.float32)
         return x
 
     def __call__(self, x: jax.Array) -> mx.Mixture:

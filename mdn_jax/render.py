@@ -7,6 +7,10 @@ renders at 4096x4096 with the same mapping. Every chunk has the same shape (the 
 so each (method, chunk size) compiles once. Inside a chunk the pixels go through one compiled
 tile computation of `TILE` pixels at a time, and random draws are keyed per pixel with
 `fold_in(fold_in(key, sample), pixel_index)`, so the chunk size never changes a bit of the result.
+With several devices (all local devices by default, `devices=N` for fewer) each chunk's tiles
+are split evenly over them, the params replicated on each (see `mdn_jax.parallel`): every
+device runs the same tile computation on its own tiles, so the device count does not change
+the result either.
 
 Methods (`METHODS`):
   mode         the mean of the most probable component at each pixel (the reference render);
@@ -28,6 +32,7 @@ import numpy as np
 
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
+from mdn_jax import parallel
 
 METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
 DEFAULT_PIXELS_PER_CHUNK = 65536
@@ -91,19 +96,30 @@ def _tile_values(graphdef, params, pixel_ids, height, width, key, component, tem
     return jax.vmap(one_sample)(sample_keys)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "method", "chunk", "num_samples"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "method", "chunk", "num_samples", "mesh"))
 def _render_chunk(graphdef, params, start, height, width, key, component, temperature,
-                  sigma_temperature, *, method: str, chunk: int, num_samples: int):
+                  sigma_temperature, *, method: str, chunk: int, num_samples: int, mesh=None):
     """Values for pixels `start .. start + chunk`: `[chunk, D]`, `[chunk]` or `[N, chunk, D]`.
 
     The chunk is computed as a `lax.map` over tiles of `TILE` pixels: every pixel goes through
     the same compiled tile computation whatever the chunk size, so the chunk size cannot change
     a single bit of the result (XLA's CPU kernels round differently for different batch shapes).
+    With a `mesh` of S devices the tiles are laid out `[S, chunk / (S * TILE), TILE]`, the first
+    axis split over the devices, and each device maps the same tile computation over its own.
     """
-    tiles = (start + jnp.arange(chunk, dtype=jnp.int32)).reshape(chunk // TILE, TILE)
-    values = jax.lax.map(lambda ids: _tile_values(
-        graphdef, params, ids, height, width, key, component, temperature, sigma_temperature,
-        method=method, num_samples=num_samples), tiles)  # [chunk / TILE, (N,) TILE, ...]
+    def tile_values(ids):
+        return _tile_values(graphdef, params, ids, height, width, key, component, temperature,
+                            sigma_temperature, method=method, num_samples=num_samples)
+
+    ids = start + jnp.arange(chunk, dtype=jnp.int32)
+    if mesh is None:
+        values = jax.lax.map(tile_values, ids.reshape(chunk // TILE, TILE))  # [tiles, (N,) TILE, ...]
+    else:
+        shards = mesh.devices.size
+        ids = jax.lax.with_sharding_constraint(ids.reshape(shards, chunk // (shards * TILE), TILE),
+                                               parallel.batch_sharding(mesh))
+        values = jax.vmap(lambda own: jax.lax.map(tile_values, own))(ids)  # [S, tiles / S, (N,) TILE, ...]
+        values = values.reshape((chunk // TILE,) + values.shape[2:])  # [tiles, (N,) TILE, ...]
     if method == "sample":
         values = jnp.moveaxis(values, 1, 0)  # [N, chunk / TILE, TILE, D]
         return values.reshape((num_samples, chunk) + values.shape[3:])
@@ -113,9 +129,10 @@ def _render_chunk(graphdef, params, start, height, width, key, component, temper
 def render_values(graphdef, params, *, height: int, width: int, method: str = "mode",
                   component: int = 0, key: jax.Array | None = None, num_samples: int = 1,
                   temperature: float = 1.0, sigma_temperature: float = 1.0,
-                  pixels_per_chunk: int = DEFAULT_PIXELS_PER_CHUNK) -> np.ndarray:
+                  pixels_per_chunk: int = DEFAULT_PIXELS_PER_CHUNK, devices: int | None = None) -> np.ndarray:
     """Raw per-pixel values of a render method, computed chunk by chunk.
 
+    `devices`: how many of this process's devices share each chunk (None: all of them).
     Returns `[H, W, D]` (mode, mean, component), `[num_samples, H, W, D]` (sample),
     `[H, W]` float standard deviations (uncertainty) or `[H, W]` int component indices
     (components). Colours are not clipped.
@@ -126,13 +143,18 @@ def render_values(graphdef, params, *, height: int, width: int, method: str = "m
     if method == "sample" and key is None:
         raise ValueError("method 'sample' needs a random key: pass key=jax.random.key(seed)")
     key = jax.random.key(0) if key is None else key
+    mesh = parallel.local_mesh(devices)
+    if mesh.devices.size == 1:
+        mesh = None  # the single-device program, without sharding annotations
+    else:  # every device gets the params (and key), so each can render its tiles alone
+        params, key = jax.device_put((params, key), parallel.replicated(mesh))
     total = height * width
-    chunk = _chunk_size(pixels_per_chunk, total)
+    chunk = _chunk_size(pixels_per_chunk, total, shards=1 if mesh is None else mesh.devices.size)
     num_chunks = -(-total // chunk)
     run = functools.partial(_render_chunk, graphdef, params, height=height, width=width, key=key,
                             component=component, temperature=temperature,
                             sigma_temperature=sigma_temperature, method=method, chunk=chunk,
-                            num_samples=num_samples if method == "sample" else 1)
+                            num_samples=num_samples if method == "sample" else 1, mesh=mesh)
     lead = (num_samples,) if method == "sample" else ()
     out = None
     in_flight = None  # (index, device values): one chunk computes while the last is copied out
@@ -152,13 +174,14 @@ def render_values(graphdef, params, *, height: int, width: int, method: str = "m
 TILE = 4096  # measured on a 2-core CPU: 1024 and 16384 are ~2x slower, 2048 and 8192 ~1.5x
 
 
-def _chunk_size(pixels_per_chunk: int, total: int) -> int:
-    """Pixels per compiled chunk: the request (at most the image) rounded up to whole tiles.
+def _chunk_size(pixels_per_chunk: int, total: int, *, shards: int = 1) -> int:
+    """Pixels per compiled chunk: the request (at most the image) rounded up to whole tiles,
+    the same number on each of `shards` devices.
 
     The last chunk is padded to the same shape, so each chunk size compiles once.
     """
     chunk = min(pixels_per_chunk, total)
-    return -(-chunk // TILE) * TILE
+    return -(-chunk // (TILE * shards)) * TILE * shards
 
 
 def render(graphdef, params, *, height: int, width: int, method: str = "mode", **options) -> np.ndarray:

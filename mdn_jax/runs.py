@@ -15,6 +15,12 @@ Layout of a run folder:
 
 Every file is written under a temporary name and renamed into place. Ctrl-C stops after the
 current epoch, saves a checkpoint and writes the outputs; a second Ctrl-C aborts at once.
+
+Devices and processes: training is data parallel over `devices` devices (None: all; see
+`mdn_jax.parallel`). Under `jax.distributed.initialize()` every process runs this same function
+on the same images: each trains on its share of the pixels, all take part in each checkpoint
+(Orbax writes it once), and only process 0 writes frames, renders, config and metrics (and
+logs). Every process can resume from the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import signal
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -35,6 +41,7 @@ from mdn_jax import checkpoint as ckpt
 from mdn_jax import data as dt
 from mdn_jax import media, metrics
 from mdn_jax import model as mdl
+from mdn_jax import parallel
 from mdn_jax import render as rd
 from mdn_jax import train as tr
 
@@ -135,12 +142,20 @@ def _progress(total: int, start: int, enabled: bool):
 def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.ModelConfig,
                     train_config: tr.TrainConfig, options: RunOptions = RunOptions(),
                     resume: bool = False, data_info: dict[str, Any] | None = None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train on `images [N, H, W, 3]` and fill the run folder `out`; returns the metrics dict."""
+                    log: Callable[[str], None] = print, devices: int | None = None,
+                    callbacks: Sequence[tr.Callback] = ()) -> dict[str, Any] | None:
+    """Train on `images [N, H, W, 3]` and fill the run folder `out`; returns the metrics dict
+    (None on every process but process 0, which writes the files). `callbacks` run after the
+    run's own after each epoch (see `mdn_jax.train.fit`)."""
     out = Path(out)
     images = np.asarray(images, np.float32)
     xs, ys = dt.image_pairs(images)
     tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
+    mesh = parallel.data_mesh(devices)
+    parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
+    main = parallel.is_main_process()
+    if not main:
+        log = _silent
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
     start_epoch, state, history = 0, None, []
@@ -152,7 +167,7 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     if resume:
         if ckpt.latest_epoch(checkpoint_dir) is None:
             raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
-        restored = ckpt.restore(checkpoint_dir)
+        restored = ckpt.restore(checkpoint_dir, mesh=mesh if mesh.devices.size > 1 else None)
         # The optimiser state's structure depends on schedule and clipping, and the batch order on
         # the data and batch size, so those must match for resume to equal an uninterrupted run.
         keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
@@ -168,42 +183,51 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
         log(f"resuming {out} from epoch {start_epoch}")
     log(f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} ({xs.shape[0]:,} pixels) "
-        f"on {device_name()}; {model_config.components} {model_config.structure} components, "
-        f"{train_config.epochs} epochs")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # frames left by an earlier run that never checkpointed must not join the montage
-        for stale in (out / "frames").glob("epoch_*.png"):
-            stale.unlink()
-    write_json(out / "config.json", {"model": model_config.to_dict(), "train": train_config.to_dict(),
-                                     "run": dataclasses.asdict(options), "data": data_info or {},
-                                     "versions": versions()})
+        f"on {parallel.describe(mesh)}; {model_config.components} {model_config.structure} components, "
+        f"{train_config.epochs} epochs" + (f", {model_config.dtype} trunk" if model_config.dtype != "float32" else ""))
+    num_samples = xs.shape[0]
+    if mesh.devices.shape[0] > 1:  # this process trains on its own share of the pixels
+        share = parallel.process_share(num_samples)
+        xs, ys = xs[share], ys[share]
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:  # frames left by an earlier run that never checkpointed must not join the montage
+            for stale in (out / "frames").glob("epoch_*.png"):
+                stale.unlink()
+        write_json(out / "config.json", {"model": model_config.to_dict(), "train": train_config.to_dict(),
+                                         "run": dataclasses.asdict(options), "data": data_info or {},
+                                         "devices": mesh.devices.size, "processes": mesh.devices.shape[0],
+                                         "versions": versions()})
     height, width = images.shape[1:3]
     frames_dir = out / "frames"
     grid = jax.device_put(dt.pixel_grid(height, width))  # the mixture depends on position only
 
-    def save_frame(graphdef, report_state, epoch):
-        render = rd.render(graphdef, report_state.params, height=height, width=width, method="mode")
+    def save_frame(graphdef, params, epoch):
+        render = rd.render(graphdef, params, height=height, width=width, method="mode")
         frame = media.montage_frame(images, render, label=f"epoch {epoch}")
         media.save_png(frames_dir / f"epoch_{epoch:05d}.png", frame)
 
     def save_checkpoint(report_state, epoch, history):
         ckpt.save(checkpoint_dir, state=report_state, model_config=model_config, train_config=train_config,
-                  epoch=epoch, history=history, num_samples=xs.shape[0])
+                  epoch=epoch, history=history, num_samples=num_samples)
 
     if start_epoch >= train_config.epochs:
         log(f"{out} already has {start_epoch} epochs; raise --epochs to train more (a cosine schedule is then "
             "stretched over the new total)")
-    progress, task = _progress(train_config.epochs, start_epoch, options.progress)
+    progress, task = _progress(train_config.epochs, start_epoch, options.progress and main)
     run_seconds = time.perf_counter()
     with _StopFlag() as stop, progress:
         def on_epoch(report: tr.EpochReport):
-            stop_now = stop.requested  # read once: a Ctrl-C during this callback acts after the next epoch
+            # Read once: a Ctrl-C during this callback acts after the next epoch. With several
+            # processes all stop together if any was asked to (a tiny all-gather per epoch).
+            stop_now = bool(parallel.gather_from_processes(np.array([stop.requested]), mesh).any())
+            params = parallel.local(report.state.params)  # one device's copy, for this process's own work
             record = {"epoch": report.epoch, "loss": round(report.loss, 6) if np.isfinite(report.loss) else None,
                       "seconds": round(report.seconds, 4), "samples_per_second": round(report.samples_per_second, 1)}
             skipped = report.history_record.get("skipped_steps") if report.history_record else None
             if skipped:
                 record["skipped_steps"] = skipped
-            mixture = _grid_mixture(report.graphdef, report.state.params, grid)
+            mixture = _grid_mixture(report.graphdef, params, grid)
             record.update(metrics.collapse_diagnostics(mixture, scale_floor=model_config.scale_floor))
             history.append(record)
             progress.update(task, completed=report.epoch,
@@ -212,8 +236,8 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                                    f"at floor {100 * record['scales_at_floor']:.0f}%")
             last = report.epoch == train_config.epochs or stop_now
             every = options.frame_every
-            if report.epoch == 1 or last or (every and report.epoch % every == 0):
-                save_frame(report.graphdef, report.state, report.epoch)
+            if main and (report.epoch == 1 or last or (every and report.epoch % every == 0)):
+                save_frame(report.graphdef, params, report.epoch)
                 if not options.progress:  # no bar (e.g. output to a file): a line per frame instead
                     log(f"epoch {report.epoch}/{train_config.epochs}: loss {report.loss:.4f} nats/pixel, "
                         f"{report.samples_per_second / 1e3:.0f}k samples/s, effective components "
@@ -224,8 +248,10 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
             return stop_now
 
         try:
-            result = tr.fit(xs, ys, model_config=model_config, train_config=train_config, callbacks=[on_epoch],
-                            normalise_inputs=False, state=state, start_epoch=start_epoch)
+            result = tr.fit(xs, ys, model_config=model_config, train_config=train_config,
+                            callbacks=[on_epoch, *callbacks],
+                            normalise_inputs=False, state=state, start_epoch=start_epoch,
+                            devices=mesh.devices.size)
         except tr.NonFiniteError as error:
             kept = ckpt.latest_epoch(checkpoint_dir)
             where = (f"the checkpoint of epoch {kept} is kept: continue with --resume and one of those changes"
@@ -235,8 +261,15 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     if interrupted:
         log(f"interrupted: checkpoint saved at epoch {history[-1]['epoch'] if history else start_epoch}; "
             f"continue with --resume")
-    return finish(out, images, result.graphdef, result.state.params, model_config, history, options,
-                  seconds=time.perf_counter() - run_seconds, interrupted=interrupted)
+    if not main:
+        return None
+    return finish(out, images, result.graphdef, parallel.local(result.state.params), model_config, history,
+                  options, seconds=time.perf_counter() - run_seconds, interrupted=interrupted,
+                  devices=mesh.devices.size)
+
+
+def _silent(message: str) -> None:
+    """The log of every process but process 0."""
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -246,7 +279,8 @@ def _grid_mixture(graphdef, params, grid):
 
 
 def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.ModelConfig,
-           history: list[dict], options: RunOptions, *, seconds: float, interrupted: bool = False) -> dict:
+           history: list[dict], options: RunOptions, *, seconds: float, interrupted: bool = False,
+           devices: int = 1) -> dict:
     """Write the final renders, the montage GIF, the loss curve and metrics.json."""
     height, width = images.shape[1:3]
     frames = sorted((out / "frames").glob("epoch_*.png"))
@@ -276,6 +310,7 @@ def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.Mo
         "wall_seconds_this_session": round(seconds, 3),
         "interrupted": interrupted,
         "device": device_name(),
+        "devices": devices,
         "versions": versions(),
         "history": history,
     }

@@ -15,6 +15,11 @@ vector (`jax.flatten_util.ravel_pytree`): Adam then updates a single array inste
 layer, which measurably shortens a small-batch step on CPU. `TrainState.params` is always the
 ordinary params pytree; `TrainState.opt_state` is the optimiser state of the flat vector.
 
+Several devices: `fit` trains data parallel over a device mesh (see `mdn_jax.parallel`): the
+batch axis is sharded, params and optimiser state are replicated, the scanned epoch is the same
+and XLA inserts the gradient all-reduce. With one device no mesh is used and the epoch is
+exactly the single-device program.
+
 Last partial batch: when N is not a multiple of the batch size, the shuffled order is padded by
 wrapping around to its start, so every sample is seen at least once per epoch, every batch has
 the same shape (one compiled step) and `ceil(N / batch_size)` steps run per epoch; the few
@@ -36,6 +41,7 @@ from jax.flatten_util import ravel_pytree
 
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
+from mdn_jax import parallel
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOSSES = ("nll", "discretised")
@@ -155,22 +161,51 @@ def loss_named(name: str) -> LossFn:
 
 
 class Trainer:
-    """Jitted training functions for one model and one optimiser; holds no mutable state."""
+    """Jitted training functions for one model and one optimiser; holds no mutable state.
+
+    With a `mesh` (see `mdn_jax.parallel`) the state is replicated on every device and each
+    batch is sharded over them: XLA partitions the same step and inserts the gradient
+    all-reduce. Without one (a single device) no sharding annotation is emitted at all.
+    """
 
     def __init__(self, graphdef, optimizer: optax.GradientTransformation, *,
-                 loss: LossFn = nll_loss):
+                 loss: LossFn = nll_loss, mesh: jax.sharding.Mesh | None = None):
         self.graphdef = graphdef
         self.optimizer = optimizer
         self.loss = loss
+        self.mesh = mesh
         self.step = jax.jit(self._step, donate_argnums=0)
         self.epoch = jax.jit(self._epoch, donate_argnums=0)
         self.evaluate = jax.jit(self._evaluate)
 
     def init(self, params, *, key: jax.Array) -> TrainState:
-        """A fresh state; `params` is copied, so donating the state never deletes the caller's."""
+        """A fresh state (replicated over the mesh, if any); `params` is copied, so donating the
+        state never deletes the caller's."""
         params = jax.tree_util.tree_map(jnp.copy, params)
         flat, _ = ravel_pytree(params)
-        return TrainState(params, self.optimizer.init(flat), jnp.zeros((), jnp.int32), key)
+        state = TrainState(params, self.optimizer.init(flat), jnp.zeros((), jnp.int32), key)
+        return state if self.mesh is None else parallel.replicate(state, self.mesh)
+
+    def _batch(self, data: jax.Array, indices: jax.Array) -> jax.Array:
+        """The rows of one batch, `[B, F]`, sharded over the mesh's devices when there is one.
+
+        One process: `data [N, F]`, `indices [B]`. P processes: each process's share
+        `data [P, N_max, F]` and `indices [P, B / P]` into it, so every device gathers from the
+        share it holds (no data crosses devices); the result is the processes' rows in order.
+        """
+        if indices.ndim == 1:
+            batch = data[indices]
+        else:
+            batch = jax.vmap(lambda share, rows: share[rows])(data, indices).reshape((-1,) + data.shape[2:])
+        if self.mesh is None:
+            return batch
+        return jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(self.mesh))
+
+    def _replicated(self, tree):
+        """Pin outputs to every device, so the next epoch's (donated) inputs match them."""
+        if self.mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, parallel.replicated(self.mesh))
 
     def loss_of_params(self, params, x: jax.Array, y: jax.Array) -> jax.Array:
         """Loss of `params` on one batch `x [B, in]`, `y [B, D]`."""
@@ -191,18 +226,23 @@ class Trainer:
 
     def _step(self, state: TrainState, x: jax.Array, y: jax.Array):
         flat, unravel = ravel_pytree(state.params)
+        if self.mesh is not None:
+            x, y = (jax.lax.with_sharding_constraint(v, parallel.batch_sharding(self.mesh)) for v in (x, y))
         flat, opt_state, loss = self._flat_update(unravel, flat, state.opt_state, x, y)
+        flat, opt_state, loss = self._replicated((flat, opt_state, loss))
         return TrainState(unravel(flat), opt_state, state.step + 1, state.key), loss
 
     def _epoch(self, state: TrainState, xs: jax.Array, ys: jax.Array, batch_indices: jax.Array):
         flat, unravel = ravel_pytree(state.params)
 
-        def body(carry, indices):  # indices: [batch_size]
+        def body(carry, indices):  # indices: [B], or [P, B / P] with several processes
             flat, opt_state = carry
-            flat, opt_state, loss = self._flat_update(unravel, flat, opt_state, xs[indices], ys[indices])
+            x, y = self._batch(xs, indices), self._batch(ys, indices)
+            flat, opt_state, loss = self._flat_update(unravel, flat, opt_state, x, y)
             return (flat, opt_state), loss
 
         (flat, opt_state), losses = jax.lax.scan(body, (flat, state.opt_state), batch_indices)
+        flat, opt_state, losses = self._replicated((flat, opt_state, losses))
         step = state.step + batch_indices.shape[0]
         return TrainState(unravel(flat), opt_state, step, state.key), losses
 
@@ -211,16 +251,19 @@ class Trainer:
         return -mx.log_prob(mdl.apply(self.graphdef, params, x), y)
 
 
-def shuffled_batches(key: jax.Array, num_samples: int, batch_size: int) -> np.ndarray:
+def shuffled_batches(key: jax.Array, num_samples: int, batch_size: int, *,
+                     num_batches: int | None = None) -> np.ndarray:
     """A fresh shuffle of `range(num_samples)` as `[ceil(N / B), B]` int32 batch indices.
 
     The permutation is drawn on the host with numpy, seeded from `key`'s bits: it is
     deterministic in the key and costs ~1 ms where `jax.random.permutation` of 82k indices
-    costs ~46 ms on a 2-core CPU. The last partial batch wraps around (see module docstring).
+    costs ~46 ms on a 2-core CPU. The last partial batch wraps around (see module docstring);
+    `num_batches` asks for more batches than that (the order repeats), for a process whose
+    share of the data is shorter than another's.
     """
     seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel()
     order = np.random.default_rng(seed).permutation(num_samples)
-    num_batches = steps_per_epoch(num_samples, batch_size)
+    num_batches = num_batches or steps_per_epoch(num_samples, batch_size)
     padded = np.resize(order, num_batches * batch_size)  # np.resize repeats from the start
     return padded.reshape(num_batches, batch_size).astype(np.int32)
 
@@ -259,7 +302,8 @@ class FitResult:
 
     def predict(self, x) -> mx.Mixture:
         """The model's mixture for inputs `x [..., in]`."""
-        return jax.jit(mdl.apply, static_argnums=0)(self.graphdef, self.params, jnp.asarray(x))
+        params = parallel.local(self.params)  # on one device: replicated copies would repeat the work
+        return jax.jit(mdl.apply, static_argnums=0)(self.graphdef, params, jnp.asarray(x))
 
 
 def check_arrays(xs, ys) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +339,7 @@ def check_batch_size(batch_size: int, num_samples: int, *, unit: str = "training
 def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
         train_config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
         normalise_inputs: bool = True, state: TrainState | None = None,
-        start_epoch: int = 0, loss: LossFn | None = None) -> FitResult:
+        start_epoch: int = 0, loss: LossFn | None = None, devices: int | None = None) -> FitResult:
     """Train an MDN on `xs [N, in]`, `ys [N, D]`.
 
     `model_config` defaults to the reference trunk with `in_features`/`out_features` taken from
@@ -303,6 +347,13 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     per-feature mean and std of `xs` and stored in the returned config. Pass `state` and
     `start_epoch` to resume. A callback returning True stops training after that epoch.
     `loss` overrides the loss named by `train_config.loss`.
+
+    Devices: data parallel over `devices` devices (None: all of them; see `mdn_jax.parallel`).
+    The batch size must be a multiple of the device count. On one host the shuffle is the same
+    for any device count, so 1 and 4 devices train the same model up to float rounding. Under
+    `jax.distributed.initialize()` every process calls `fit` with its own share of the data
+    (e.g. `xs[parallel.process_share(N)]`) and the same configs; each epoch's batch is the
+    processes' own shuffled rows side by side, `batch_size / processes` from each.
     """
     xs, ys = check_arrays(xs, ys)
     train_config = train_config or TrainConfig()
@@ -311,26 +362,45 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     if (model_config.in_features, model_config.out_features) != (xs.shape[1], ys.shape[1]):
         raise ValueError(f"model expects {model_config.in_features} inputs and {model_config.out_features} "
                          f"outputs but the data has {xs.shape[1]} and {ys.shape[1]}")
-    check_batch_size(train_config.batch_size, xs.shape[0])
+    mesh = parallel.data_mesh(devices)
+    parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
+    processes = mesh.devices.shape[0]
+    share_sizes = parallel.gather_from_processes(np.array([xs.shape[0]]), mesh)[:, 0]  # [P]
+    check_batch_size(train_config.batch_size, int(share_sizes.sum()))
     if normalise_inputs and model_config.input_offset is None and model_config.input_scale is None:
-        offset, scale = mdl.normalisation_from_data(xs)
+        offset, scale = _normalisation(xs, mesh)
         model_config = dataclasses.replace(model_config, input_offset=offset, input_scale=scale)
 
     init_key, shuffle_key = jax.random.split(jax.random.key(train_config.seed))
     graphdef, params = mdl.init(model_config, key=init_key)
-    total_steps = train_config.epochs * steps_per_epoch(xs.shape[0], train_config.batch_size)
+    process_batch = train_config.batch_size // processes
+    batches_per_epoch = steps_per_epoch(int(share_sizes.max()), process_batch)
+    total_steps = train_config.epochs * batches_per_epoch
+    sharded = mesh.devices.size > 1  # one device: no mesh, the unannotated single-device program
     trainer = Trainer(graphdef, make_optimizer(train_config, total_steps=total_steps),
-                      loss=loss or loss_named(train_config.loss))
+                      loss=loss or loss_named(train_config.loss), mesh=mesh if sharded else None)
     if state is None:
         state = trainer.init(params, key=shuffle_key)
+    elif sharded:  # new replicated arrays: the caller's stay valid when epochs donate these
+        state = parallel.replicate(state, mesh)
     else:  # epochs donate their input state: copy, so the caller's arrays stay valid
         state = jax.tree_util.tree_map(jnp.copy, state)
-    xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
+    if sharded:
+        xs_device, ys_device = (parallel.put_training_data(a, mesh, max_rows=int(share_sizes.max()))
+                                for a in (xs, ys))
+    else:
+        xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
     history: list[dict[str, float]] = []
     for epoch in range(start_epoch, train_config.epochs):
         start = time.perf_counter()
         key, epoch_key = jax.random.split(state.key)
-        batches = shuffled_batches(epoch_key, xs.shape[0], train_config.batch_size)
+        if processes == 1:
+            batches = shuffled_batches(epoch_key, xs.shape[0], train_config.batch_size)
+        else:  # each process shuffles its own share, all into the same number of batches
+            process_key = jax.random.fold_in(parallel.local(epoch_key), jax.process_index())
+            batches = shuffled_batches(process_key, xs.shape[0], process_batch, num_batches=batches_per_epoch)
+        if sharded:
+            batches = parallel.put_batch_indices(batches, mesh)
         state, losses = trainer.epoch(state._replace(key=key), xs_device, ys_device, batches)
         losses = np.asarray(losses)  # waits for the epoch to finish
         seconds = time.perf_counter() - start
@@ -342,7 +412,7 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
                 "(on_nonfinite='skip')")
         mean_loss = float(np.mean(losses[np.isfinite(losses)])) if skipped.size < len(losses) else float("nan")
         record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
-                  "samples_per_second": batches.size / seconds}
+                  "samples_per_second": len(losses) * train_config.batch_size / seconds}
         if skipped.size:
             record["skipped_steps"] = int(skipped.size)
         history.append(record)
@@ -353,9 +423,25 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     return FitResult(graphdef, state, model_config, history)
 
 
+def _normalisation(xs: np.ndarray, mesh) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature mean and std of the inputs of every process (each holds its share `xs`)."""
+    if mesh.devices.shape[0] == 1:
+        return mdl.normalisation_from_data(xs)
+    xs64 = np.asarray(xs, np.float64)
+    moments = parallel.gather_from_processes(
+        np.concatenate([[xs.shape[0]], xs64.mean(0), xs64.var(0)]).astype(np.float32), mesh)
+    counts, means, variances = moments[:, :1], moments[:, 1:1 + xs.shape[1]], moments[:, 1 + xs.shape[1]:]
+    counts, means, variances = (np.asarray(a, np.float64) for a in (counts, means, variances))
+    mean = (counts * means).sum(0) / counts.sum()
+    std = np.sqrt((counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum())
+    std = np.where(std > 0, std, 1.0)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
 def evaluate_nll(graphdef, params, xs, ys, *, chunk_size: int = 16384) -> float:
     """Mean negative log-likelihood in nats per sample over `xs [N, in]`, `ys [N, D]`, in chunks."""
     apply = _jitted_nll_sum(graphdef)
+    params = parallel.local(params)  # one device's copy: replicated params would repeat the work
     xs, ys = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
     total = 0.0
     for start in range(0, xs.shape[0], chunk_size):

@@ -156,12 +156,27 @@ def test_train_out_is_a_file(inputs):
 @pytest.mark.parametrize("flag, value", [
     ("--components", "0"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--hidden", "10,abc"),
     ("--size", "0x5"), ("--size", "8x8x8"), ("--structure", "diag"), ("--epochs", "0"),
-    ("--batch-size", "two"),
+    ("--batch-size", "two"), ("--dtype", "float16"), ("--devices", "0"),
 ])
 def test_train_flag_errors_name_the_flag(inputs, flag, value):
     out = inputs / "run"
     code, _, err = _main("train", inputs / "one.png", "--out", out, flag, value)
     _assert_usage_error(code, err, flag)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--devices", "2"], ("--devices 2", "1 cpu device", "--devices 1 or less", "xla_force_host_platform_device_count=2")),
+    (["--coordinator", "localhost:1234"], ("--coordinator needs --num-processes and --process-id",)),
+    (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"],
+     ("--process-id 2 must be below --num-processes 2",)),
+], ids=["more-devices-than-there-are", "coordinator-alone", "process-id-too-big"])
+def test_device_and_process_flag_errors(inputs, args, words):
+    """Refused in one line before JAX starts a distributed runtime or anything is written."""
+    out = inputs / "run"
+    code, _, err = _main("train", inputs / "one.png", "--out", out, "--epochs", "1", "--batch-size", "8",
+                         "--no-progress", *args)
+    _assert_error(code, err, *words)
     assert not out.exists()
 
 
@@ -274,8 +289,9 @@ def test_resume_continues_to_later_epoch(resumed):
     (["--resume", "--components", "3"], ("other settings", "components 2 (now 3)", "new --out")),
     (["--resume", "--schedule", "cosine"], ("other settings", "schedule", "new --out")),
     (["--resume", "--clip-norm", "1"], ("other settings", "clip_norm", "new --out")),
+    (["--resume", "--dtype", "bfloat16"], ("other settings", "dtype 'float32' (now 'bfloat16')", "new --out")),
     ([], ("already holds a trained run", "--resume")),  # a fresh run must not clobber a trained one
-], ids=["components", "schedule", "clip-norm", "no-resume"])
+], ids=["components", "schedule", "clip-norm", "dtype", "no-resume"])
 def test_refused_resume_changes_nothing(trained, resumed, extra, words):
     root, _ = trained
     before = _snapshot(resumed)

@@ -82,7 +82,8 @@ def test_same_key_same_params_different_key_different_params():
 
 
 def test_config_round_trips_through_dict():
-    config = model.ModelConfig(structure="full", input_offset=(0.5, 0.5), input_scale=(0.5, 0.5), **SMALL)
+    config = model.ModelConfig(structure="full", input_offset=(0.5, 0.5), input_scale=(0.5, 0.5), dtype="bfloat16",
+                               **SMALL)
     assert model.ModelConfig.from_dict(config.to_dict()) == config
 
 
@@ -103,6 +104,7 @@ def test_config_round_trips_through_dict():
     (dict(components=1, out_features=1, mean_init=((1.5,),), mean_activation="sigmoid"), r"\(0, 1\)"),
     (dict(head_init_scale=0.0), "head_init_scale"),
     (dict(head_init_scale=float("nan")), "head_init_scale"),
+    (dict(dtype="float16"), "dtype"),
 ])
 def test_bad_config_is_refused_with_named_field(bad, message):
     with pytest.raises(ValueError, match=message):
