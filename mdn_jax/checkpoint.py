@@ -18,13 +18,17 @@ POSIX filesystem; orbax/checkpoint/_src/path/atomicity.py). A crash before the r
 a `*.orbax-checkpoint-tmp` directory, which Orbax's step listing (`path.step.checkpoint_steps`,
 used by `latest_epoch`) never reports as a checkpoint and the next save of that epoch deletes.
 The manager is created with `enable_async_checkpointing=False`, so `save` returns only after
-the rename and after checkpoints older than the newest `keep` have been deleted.
+the rename and after checkpoints older than the newest `keep` have been deleted. A crash while
+Orbax deletes an old checkpoint leaves that (older, never the newest) folder half deleted; the
+next save past `keep` deletes it again. `remove_unfinished` clears temporary directories that
+no later save will replace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -88,6 +92,20 @@ def latest_epoch(directory) -> int | None:
     """The newest complete checkpoint's epoch in `directory`, or None; temporary dirs are ignored."""
     epochs = _epochs(Path(directory).absolute())
     return epochs[-1] if epochs else None
+
+
+def remove_unfinished(directory) -> list[Path]:
+    """Delete the temporary directories of saves that never finished in `directory`; return them.
+
+    Only for a directory no other process is saving to: a live save's temporary looks the same.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    unfinished = sorted(p for p in directory.glob("*" + ocp.path.step.TMP_DIR_SUFFIX) if p.is_dir())
+    for path in unfinished:
+        shutil.rmtree(path)
+    return unfinished
 
 
 def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
