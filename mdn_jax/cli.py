@@ -202,7 +202,7 @@ def _run_train(args) -> int:
 def _run_render(args) -> int:
     import jax
 
-    from mdn_jax import checkpoint, media, render, runs
+    from mdn_jax import checkpoint, data, media, render, runs
 
     run_dir = Path(args.run)
     if not args.out.lower().endswith(".png"):
@@ -218,6 +218,10 @@ def _run_render(args) -> int:
             raise checkpoint.CheckpointError(f"{run_dir}/config.json has no training size; pass --size HxW") from None
     else:
         size = args.size
+    count = args.samples if args.method == "sample" else 1
+    shape = f"{size[0]}x{size[1]}" if count == 1 else f"{count} samples of {size[0]}x{size[1]}"
+    data.check_pixels(count * size[0] * size[1], what=f"the render ({shape})",
+                      fix="pass a smaller --size" + (" or fewer --samples" if count > 1 else ""))
     if args.method == "component" and args.component >= model_config.components:
         raise ValueError(f"--component {args.component} does not exist: this model has components "
                          f"0..{model_config.components - 1}")
