@@ -264,10 +264,14 @@ def test_sigkill_at_every_stage_then_resume_equals_the_uninterrupted_run(root, u
     """Kill runs at six points (mid-checkpoint, mid-frame, mid-epoch, mid-deletion of an old
     checkpoint, before a checkpoint's rename, mid-GIF), restarting each time as a user would:
     `--resume` once a checkpoint exists, a fresh start before. Finished, each run is bit-identical
-    to the uninterrupted reference, with the same renders and montage and no temporary left."""
+    to the uninterrupted reference, with the same renders and montage and no temporary left. The
+    last resume of one run also finds its config.json edited into nonsense, which resume ignores
+    (the checkpoint holds the configs) and rewrites."""
     reference, _ = uninterrupted
     runs = {name: root / name for name in KILLS}
     for step in range(4):
+        if step == 3:  # resume ignores config.json, and rewrites it, even edited into nonsense by hand
+            (runs["killed_late"] / "config.json").write_text('{"model": "mine", "data": {"height": -1')
         started = {}
         for name, run in runs.items():
             kill = KILLS[name][step][0] if step < len(KILLS[name]) else None
@@ -282,7 +286,8 @@ def test_sigkill_at_every_stage_then_resume_equals_the_uninterrupted_run(root, u
                 _check_killed(root, runs[name], *KILLS[name][step])
     for run in runs.values():
         _assert_same_run(run, reference)
-        for name in ("final_mode.png", "montage.gif", "components.png", "samples.png", "uncertainty.png"):
+        for name in ("final_mode.png", "montage.gif", "components.png", "samples.png", "uncertainty.png",
+                     "config.json"):
             assert (run / name).read_bytes() == (reference / name).read_bytes(), (run.name, name)
         assert sorted(p.name for p in (run / "frames").iterdir()) == [f"epoch_0000{e}.png" for e in (1, 2, 3, 4)]
         assert _temporaries(run) == [], run.name
@@ -301,3 +306,98 @@ def test_remove_temporaries_deletes_only_what_atomic_write_leaves(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".dir.abcdefgh.tmp.png", ".gitignore", ".kept.png",
                                                           ".x.short.tmp.png", "kept.png", "x.tmp.png"]
     assert media.remove_temporaries(tmp_path / "absent") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders edited by hand or mixed up: one line, exit 2, nothing written.
+
+
+def _copy(reference, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    return run
+
+
+@pytest.mark.parametrize("text", [
+    "{not json", "[8, 8]", "{}", '{"data": [8, 8]}', '{"data": {"height": "eight", "width": 8}}',
+    '{"data": {"height": -3, "width": 8}}', '{"data": {"height": 8.5, "width": 8}}',
+    '{"data": {"height": true, "width": 8}}', None,
+], ids=["invalid", "list", "no-data", "data-list", "string", "negative", "float", "bool", "not-utf8"])
+def test_render_with_a_hand_edited_config_json(uninterrupted, tmp_path, text):
+    run = _copy(uninterrupted[0], tmp_path)
+    path = run / "config.json"
+    path.write_bytes(b"\xff\xfe\x00 binary" if text is None else text.encode())
+    _assert_one_line_error(*_main("render", run, "--out", tmp_path / "x.png"), "config.json",
+                           "no usable training size", "--size HxW")
+    assert not (tmp_path / "x.png").exists()
+    code, err = _main("render", run, "--size", "3x5", "--out", tmp_path / "x.png")  # the fix it names
+    assert code == 0, err
+    assert iio.imread(tmp_path / "x.png").shape == (3, 5, 3)
+
+
+def test_render_with_a_huge_size_in_config_json(uninterrupted, tmp_path):
+    run = _copy(uninterrupted[0], tmp_path)
+    (run / "config.json").write_text('{"data": {"height": 1000000, "width": 1000000}}')
+    _assert_one_line_error(*_main("render", run, "--out", tmp_path / "x.png"), "1000000x1000000",
+                           "1,000,000,000,000 pixels", "smaller --size")
+    assert not (tmp_path / "x.png").exists()
+
+
+def _edit_meta(run, **changes):
+    """Edit the newest checkpoint's stored metadata (Orbax JSON item `meta`)."""
+    path = run / "checkpoint" / "4" / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is ...:
+            del meta[key]
+        elif isinstance(value, dict):
+            meta[key] = {**meta[key], **value}
+        else:
+            meta[key] = value
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"model_config": {"hidden": [16, 16]}}, ("does not match its stored config", "hidden=(16, 16)", "on disk")),
+    ({"model_config": {"structure": "full"}}, ("does not match its stored config", "structure='full'")),
+    ({"model_config": {"components": "two"}}, ("unreadable checkpoint metadata", "components", "'two'")),
+    ({"epoch": ...}, ("unreadable checkpoint metadata", "no 'epoch' entry")),
+    ({"epoch": 9}, ("unreadable checkpoint metadata", "says epoch 9", "folder of epoch 4")),
+    ({"history": 5}, ("unreadable checkpoint metadata", "history must be a list")),
+    ({"num_samples": -5}, ("unreadable checkpoint metadata", "positive integer", "-5")),
+    ({"key_impl": "nonsense"}, ("unreadable checkpoint metadata", "PRNG")),
+    ({"format": 99}, ("unreadable checkpoint metadata", "format 99", "reads format 1")),
+    ("{not json", ("unreadable checkpoint metadata",)),
+    (None, ("unreadable checkpoint metadata", "meta", "not found")),
+], ids=["other-hidden", "other-structure", "components-string", "no-epoch", "wrong-epoch", "history-int",
+        "negative-samples", "key-impl", "newer-format", "invalid-json", "meta-deleted"])
+def test_checkpoint_not_matching_its_config_or_edited_is_refused(uninterrupted, root, tmp_path, change, words):
+    """A checkpoint whose arrays do not fit the model config stored with it (as when parts of two
+    run folders are mixed), or whose metadata was edited: render and resume both refuse with one
+    line, exit 2, and change nothing."""
+    run = _copy(uninterrupted[0], tmp_path)
+    meta = run / "checkpoint" / "4" / "meta"
+    if change is None:
+        shutil.rmtree(meta)
+    elif isinstance(change, str):
+        (meta / "metadata").write_text(change)
+    else:
+        _edit_meta(run, **change)
+    before = _snapshot(run)
+    _assert_one_line_error(*_main("render", run, "--out", tmp_path / "x.png"), *words)
+    _assert_one_line_error(*_main(*_train(root, run, "--resume")), *words)
+    assert not (tmp_path / "x.png").exists()
+    assert _snapshot(run) == before
+
+
+def test_damaged_checkpoint_arrays_give_one_line(uninterrupted, tmp_path):
+    """Array files cut short (a disk that filled up, a copy interrupted): one line naming the
+    folder, in a real process, whose stderr must not carry Orbax's closed-event-loop tracebacks."""
+    run = _copy(uninterrupted[0], tmp_path)
+    for path in (run / "checkpoint" / "4" / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(path.read_bytes()[:10])
+    code, _, err = _finish(_start(tmp_path, ["render", run, "--out", tmp_path / "x.png"]))
+    _assert_one_line_error(code, err, str(run / "checkpoint" / "4"), "is damaged", "arrays cannot be read",
+                           "previous checkpoint")
+    assert not (tmp_path / "x.png").exists()
