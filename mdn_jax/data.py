@@ -99,12 +99,13 @@ def _check_header(path: Path) -> None:
         try:
             with Image.open(path) as image:  # lazy: reads the header only
                 width, height = image.size
+            pixels, what = width * height, f"{path}: image of {width}x{height}"
         except Image.DecompressionBombError as error:  # over twice the limit: Pillow refuses to open it
             claimed = re.search(r"\((\d+) pixels\)", str(error))
-            check_pixels(int(claimed.group(1)) if claimed else max_pixels() + 1, what=f"{path}: image", fix=_SHRINK)
+            pixels, what = int(claimed.group(1)) if claimed else max_pixels() + 1, f"{path}: image"
         except Exception:  # not an image Pillow knows: reading decides
             return
-    check_pixels(height * width, what=f"{path}: image of {width}x{height}", fix=_SHRINK)
+    check_pixels(pixels, what=what, fix=_SHRINK)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
