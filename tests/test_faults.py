@@ -32,9 +32,8 @@ FLAGS = ["--epochs", "4", "--batch-size", "32", "--hidden", "8,8", "--components
 KILLER = r'''
 """`python killer.py POINT ARGS...`: run `mdn-jax ARGS...` and SIGKILL this process at POINT:
 
-epoch:K              while the K-th epoch this process runs is computing (dispatched, not finished)
+epoch:K              once the K-th epoch this process runs is dispatched: not yet read, reported or saved
 checkpoint-write:E   while Orbax writes epoch E's checkpoint: arrays on their way, metadata not written
-checkpoint-commit:E  after Orbax wrote epoch E's temporary folder, before it renames it into place
 checkpoint-delete:E  after epoch E's checkpoint is in place, halfway through deleting the oldest one
 write:NAME           halfway through writing the file NAME (its temporary file cut to half its bytes)
 """
@@ -45,7 +44,7 @@ import sys
 from pathlib import Path
 
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.path import atomicity, deleter
+from orbax.checkpoint._src.path import deleter
 
 from mdn_jax import checkpoint, cli, media, train
 
@@ -82,12 +81,6 @@ elif kind == "checkpoint-write":
             die()
         return await _save(self, *args, **kwargs)
     ocp.JsonCheckpointHandler.async_save = async_save
-elif kind == "checkpoint-commit":
-    async def rename(source, destination, _rename=atomicity.async_path.rename):
-        if saving.get("epoch") == int(where):
-            die()
-        return await _rename(source, destination)
-    atomicity.async_path.rename = rename
 elif kind == "checkpoint-delete":
     def delete(self, path, _delete=deleter.PathDeleter.delete, **kwargs):
         if saving.get("epoch") == int(where):
@@ -225,17 +218,16 @@ def _assert_no_partial_files(run):
             json.loads(path.read_text())
 
 
-# Two runs, each killed three times at different points and then finished; their steps run two
-# at a time. Each kill: (kill point, the newest complete checkpoint after it, what it leaves behind).
+# Two runs, each killed twice at different points and then finished; their steps run two at a
+# time (so three steps; more kill points would add a step each). Each kill: (kill point, the
+# newest complete checkpoint after it, what it leaves behind).
 KILLS = {
     "killed_early": [
         ("checkpoint-write:1", None, "checkpoint/1.orbax-checkpoint-tmp"),  # no checkpoint yet: fresh start
-        ("write:epoch_00002.png", 1, "frames/.epoch_00002.png."),
-        ("epoch:2", 2, None),  # resumed at epoch 2, killed while epoch 3 computes
+        ("epoch:3", 2, None),  # the fresh start, killed while epoch 3 computes
     ],
     "killed_late": [
         ("checkpoint-delete:3", 3, "checkpoint/1"),  # epoch 3 in place, epoch 1 half deleted
-        ("checkpoint-commit:4", 3, "checkpoint/4.orbax-checkpoint-tmp"),
         ("write:montage.gif", 4, ".montage.gif."),  # after the last checkpoint, in the final outputs
     ],
 }
@@ -261,16 +253,16 @@ def _check_killed(root, run, kill, epoch, leftover):
 
 
 def test_sigkill_at_every_stage_then_resume_equals_the_uninterrupted_run(root, uninterrupted):
-    """Kill runs at six points (mid-checkpoint, mid-frame, mid-epoch, mid-deletion of an old
-    checkpoint, before a checkpoint's rename, mid-GIF), restarting each time as a user would:
+    """Kill runs at four points (mid-checkpoint, mid-epoch, mid-deletion of an old checkpoint,
+    mid-GIF), restarting each time as a user would:
     `--resume` once a checkpoint exists, a fresh start before. Finished, each run is bit-identical
     to the uninterrupted reference, with the same renders and montage and no temporary left. The
     last resume of one run also finds its config.json edited into nonsense, which resume ignores
     (the checkpoint holds the configs) and rewrites."""
     reference, _ = uninterrupted
     runs = {name: root / name for name in KILLS}
-    for step in range(4):
-        if step == 3:  # resume ignores config.json, and rewrites it, even edited into nonsense by hand
+    for step in range(3):
+        if step == 2:  # resume ignores config.json, and rewrites it, even edited into nonsense by hand
             (runs["killed_late"] / "config.json").write_text('{"model": "mine", "data": {"height": -1')
         started = {}
         for name, run in runs.items():
