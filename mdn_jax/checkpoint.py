@@ -18,13 +18,17 @@ POSIX filesystem; orbax/checkpoint/_src/path/atomicity.py). A crash before the r
 a `*.orbax-checkpoint-tmp` directory, which Orbax's step listing (`path.step.checkpoint_steps`,
 used by `latest_epoch`) never reports as a checkpoint and the next save of that epoch deletes.
 The manager is created with `enable_async_checkpointing=False`, so `save` returns only after
-the rename and after checkpoints older than the newest `keep` have been deleted.
+the rename and after checkpoints older than the newest `keep` have been deleted. A crash while
+Orbax deletes an old checkpoint leaves that (older, never the newest) folder half deleted; the
+next save past `keep` deletes it again. `remove_unfinished` clears temporary directories that
+no later save will replace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,6 +94,20 @@ def latest_epoch(directory) -> int | None:
     return epochs[-1] if epochs else None
 
 
+def remove_unfinished(directory) -> list[Path]:
+    """Delete the temporary directories of saves that never finished in `directory`; return them.
+
+    Only for a directory no other process is saving to: a live save's temporary looks the same.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    unfinished = sorted(p for p in directory.glob("*" + ocp.path.step.TMP_DIR_SUFFIX) if p.is_dir())
+    for path in unfinished:
+        shutil.rmtree(path)
+    return unfinished
+
+
 def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
          train_config: train.TrainConfig, epoch: int, num_samples: int,
          history: list[dict] | None = None, keep: int = 2) -> Path:
@@ -143,26 +161,40 @@ def restore(directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | No
         raise CheckpointError(f"no checkpoint for epoch {epoch} in {directory}; available: {epochs}")
     where = directory / str(epoch)
     with _quiet(), _manager(directory, create=False) as manager:
-        try:
+        try:  # a hand-edited or foreign `meta` item: every way it can be wrong ends here
             meta = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-            model_config = mdl.ModelConfig.from_dict(meta["model_config"])
-            train_config = train.TrainConfig.from_dict(meta["train_config"])
-            num_samples, key_impl = int(meta["num_samples"]), meta["key_impl"]
-        except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(f"unreadable checkpoint metadata in {where}: {error}") from None
+            if _entry(meta, "format") != FORMAT:
+                raise ValueError(f"format {meta['format']!r}, but this mdn_jax reads format {FORMAT}; use the "
+                                 "mdn_jax version that wrote it")
+            model_config = mdl.ModelConfig.from_dict(_entry(meta, "model_config"))
+            train_config = train.TrainConfig.from_dict(_entry(meta, "train_config"))
+            num_samples, key_impl = _positive(_entry(meta, "num_samples")), _entry(meta, "key_impl")
+            history = _entry(meta, "history")
+            if _entry(meta, "epoch") != epoch:
+                raise ValueError(f"it says epoch {meta['epoch']!r} but sits in the folder of epoch {epoch}")
+            if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+                raise ValueError(f"history must be a list of per-epoch records, got {str(history)[:40]}")
+            key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"unreadable checkpoint metadata in {where}: {_first_line(error)}") from None
         # Abstract (shape-only) init: no initialiser runs or compiles; the graphdef is the real one.
         graphdef, params = jax.eval_shape(lambda key: mdl.init(model_config, key=key), jax.random.key(0))
         total_steps = train_config.epochs * train.steps_per_epoch(num_samples, train_config.batch_size)
         trainer = train.Trainer(graphdef, train.make_optimizer(train_config, total_steps=total_steps))
         fresh = jax.eval_shape(lambda p: trainer.init(p, key=jax.random.key(0)), params)
-        key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
         # Place every array explicitly: without a sharding Orbax reuses the saved one, which pins a
         # CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
         placement = (jax.sharding.SingleDeviceSharding(jax.local_devices()[0]) if mesh is None
                      else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
         target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement), {
             "params": fresh.params, "opt_state": fresh.opt_state, "step": fresh.step, "key": key_data})
-        stored, wanted = _layout(manager.item_metadata(epoch)["state"]), _layout(target)
+        # Files cut short, deleted or overwritten surface as any of tensorstore's and Orbax's
+        # exception types, so this boundary catches them all and names the folder.
+        try:
+            stored = _layout(manager.item_metadata(epoch)["state"])
+        except Exception as error:
+            raise CheckpointError(_damaged(where, error)) from None
+        wanted = _layout(target)
         if stored != wanted:
             path = min(set(stored) ^ set(wanted) or {p for p in wanted if stored[p] != wanted[p]})
             raise CheckpointError(
@@ -170,8 +202,33 @@ def restore(directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | No
                 f"structure={model_config.structure!r}, clip_norm={train_config.clip_norm}): "
                 f"{path} is {stored.get(path, 'missing')} on disk but {wanted.get(path, 'absent')} "
                 "in the model and optimiser the config builds")
-        arrays = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+        try:
+            arrays = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+        except Exception as error:
+            raise CheckpointError(_damaged(where, error)) from None
     key = jax.random.wrap_key_data(arrays["key"], impl=key_impl)
     state = train.TrainState(arrays["params"], arrays["opt_state"], arrays["step"], key)
-    return Restored(state, graphdef, model_config, train_config, int(meta["epoch"]),
-                    list(meta["history"]), num_samples)
+    return Restored(state, graphdef, model_config, train_config, epoch, [dict(r) for r in history], num_samples)
+
+
+def _entry(meta, name: str):
+    if not isinstance(meta, dict) or name not in meta:
+        raise ValueError(f"it has no {name!r} entry")
+    return meta[name]
+
+
+def _positive(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return value
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)  # KeyError str() quotes
+    text = str(text).splitlines()[0] if str(text) else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _damaged(where: Path, error: BaseException) -> str:
+    return (f"checkpoint {where} is damaged: its arrays cannot be read ({_first_line(error, 120)}); move that "
+            "folder away to resume from the previous checkpoint, if there is one, or train again")

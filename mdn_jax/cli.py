@@ -269,7 +269,7 @@ def _run_train(args) -> int:
 def _run_render(args) -> int:
     import jax
 
-    from mdn_jax import checkpoint, media, render, runs
+    from mdn_jax import data, media, render, runs
 
     run_dir = Path(args.run)
     if not args.out.lower().endswith(".png"):
@@ -277,14 +277,11 @@ def _run_render(args) -> int:
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a .png file name")
     graphdef, params, model_config, _ = runs.load_run(run_dir)
-    if args.size is None:
-        try:
-            info = json.loads((run_dir / "config.json").read_text())["data"]
-            size = (int(info["height"]), int(info["width"]))
-        except (OSError, KeyError, ValueError, TypeError):
-            raise checkpoint.CheckpointError(f"{run_dir}/config.json has no training size; pass --size HxW") from None
-    else:
-        size = args.size
+    size = args.size or _training_size(run_dir)
+    count = args.samples if args.method == "sample" else 1
+    shape = f"{size[0]}x{size[1]}" if count == 1 else f"{count} samples of {size[0]}x{size[1]}"
+    data.check_pixels(count * size[0] * size[1], what=f"the render ({shape})",
+                      fix="pass a smaller --size" + (" or fewer --samples" if count > 1 else ""))
     if args.method == "component" and args.component >= model_config.components:
         raise ValueError(f"--component {args.component} does not exist: this model has components "
                          f"0..{model_config.components - 1}")
@@ -325,6 +322,21 @@ def _run_reproduce(args) -> int:
     return 0
 
 
+def _training_size(run_dir: Path) -> tuple[int, int]:
+    """(height, width) from a run folder's config.json, which a person may have edited into anything."""
+    from mdn_jax import checkpoint
+
+    try:
+        info = json.loads((run_dir / "config.json").read_text())["data"]
+        size = (info["height"], info["width"])
+    except (OSError, KeyError, ValueError, TypeError):  # missing, not JSON, not UTF-8, not a dict
+        size = None
+    if size is None or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+        raise checkpoint.CheckpointError(f"{run_dir}/config.json has no usable training size (data.height and "
+                                         "data.width, positive integers); pass --size HxW")
+    return size
+
+
 def _benchmarks_dir() -> Path:
     import mdn_jax
 
@@ -348,8 +360,28 @@ def _run_bench(args) -> int:
     return status
 
 
+def _drop_orbax_closed_loop_noise() -> None:
+    """Keep a failed checkpoint read to one line.
+
+    When a damaged checkpoint fails to restore, tensorstore still completes Orbax's other reads
+    into the asyncio loop Orbax has closed, and Python prints each 'RuntimeError: Event loop is
+    closed' as a traceback through sys.unraisablehook. Those, and only those, are dropped.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_noise", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop_noise = True
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _drop_orbax_closed_loop_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     from mdn_jax.checkpoint import CheckpointError

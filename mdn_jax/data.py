@@ -9,6 +9,9 @@ Image conventions (all documented in the README):
   colour with no opacity has no colour to learn.
 - Palette images are expanded through their palette; CMYK is converted to RGB; multi-frame
   files (GIF, TIFF stacks) use their first frame.
+- An image is refused before it is decoded if its header claims more pixels than `max_pixels()`
+  (Pillow's decompression-bomb limit): such a file would take gigabytes to decode, and `--size`
+  only resizes after decoding, so it must be shrunk before mdn-jax reads it.
 - Positions are pixel centres in the unit square, `((row + 0.5) / H, (col + 0.5) / W)`, so a
   model can be rendered at any resolution on the same frame; `IMAGE_INPUT_OFFSET` and
   `IMAGE_INPUT_SCALE` map them to [-1, 1] inside the model (stored in its config).
@@ -17,6 +20,8 @@ Image conventions (all documented in the README):
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -63,6 +68,46 @@ def to_rgb(array: np.ndarray, *, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
+def max_pixels() -> int | None:
+    """The most pixels mdn-jax decodes, or renders into, one image; None means no limit.
+
+    This is Pillow's decompression-bomb threshold, `PIL.Image.MAX_IMAGE_PIXELS` (89,478,485 by
+    default, about 9459x9459): set that in Python to allow larger images.
+    """
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
+
+
+def check_pixels(pixels: int, *, what: str, fix: str) -> None:
+    """Refuse more than `max_pixels()` pixels in one image, naming `what` and the `fix`."""
+    limit = max_pixels()
+    if limit and pixels > limit:
+        raise DataError(f"{what} is {pixels:,} pixels, more than the {limit:,} mdn-jax handles in one image "
+                        f"(Pillow's decompression-bomb limit); {fix}")
+
+
+_SHRINK = "shrink the file first (e.g. to 1024 pixels on its longest side): --size resizes only after decoding"
+
+
+def _check_header(path: Path) -> None:
+    """Refuse an image whose header claims more than `max_pixels()`, before decoding a pixel."""
+    from PIL import Image
+
+    with warnings.catch_warnings():  # Pillow warns between its limit and twice it; we refuse instead
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:  # lazy: reads the header only
+                width, height = image.size
+            pixels, what = width * height, f"{path}: image of {width}x{height}"
+        except Image.DecompressionBombError as error:  # over twice the limit: Pillow refuses to open it
+            claimed = re.search(r"\((\d+) pixels\)", str(error))
+            pixels, what = int(claimed.group(1)) if claimed else max_pixels() + 1, f"{path}: image"
+        except Exception:  # not an image Pillow knows: reading decides
+            return
+    check_pixels(pixels, what=what, fix=_SHRINK)
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read one image file as float32 RGB `[H, W, 3]` in [0, 1]."""
     import imageio.v3 as iio
@@ -74,6 +119,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: is a folder; pass image files or use the folder as a training input")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes); replace it with a real image")
+    _check_header(path)
     try:
         mode = None
         try:
@@ -85,8 +131,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         array = iio.imread(path, index=0, mode=mode) if mode else iio.imread(path, index=0)
     except Exception as error:  # imageio raises many types for undecodable files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{path}: not a readable image ({reason[:120]}); "
-                        "pass PNG, JPEG, GIF, BMP, TIFF or WebP files") from None
+        raise DataError(f"{path}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
+                        "replace it with a complete PNG, JPEG, GIF, BMP, TIFF or WebP file") from None
     return to_rgb(array, name=str(path))
 
 
@@ -125,10 +171,12 @@ def load_images(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | 
 
     All images must share one size unless `size = (height, width)` asks for a resize.
     """
+    if size is not None:
+        check_size(size)
+        check_pixels(size[0] * size[1], what=f"--size {size[0]}x{size[1]}", fix="choose a smaller --size")
     paths = find_images(inputs)
     images = [load_image(p) for p in paths]
     if size is not None:
-        check_size(size)
         images = [resize(image, size) for image in images]
     shapes = {image.shape[:2] for image in images}
     if len(shapes) > 1:

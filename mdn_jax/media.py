@@ -1,12 +1,14 @@
 """Pictures: PNG files, image grids, the training-progress montage GIF and the loss curve.
 
 Every file is written to a temporary name in the same folder and renamed into place, so a
-crash never leaves a half-written image behind.
+crash never leaves a half-written image behind; what a killed process leaves is a hidden
+temporary file, which `remove_temporaries` clears.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +24,10 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded; NaN, from a diverged model, as black)."""
     pixels = np.nan_to_num(np.asarray(image, np.float32), nan=0.0)
     return np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# `.<name>.<mkstemp's 8 random characters>.tmp<suffix>`, the temporary name atomic_write uses.
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
@@ -41,6 +47,20 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             os.unlink(temporary)
         raise
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed `atomic_write` left in `folder`; return what was deleted.
+
+    Only for a folder no other process is writing to: a live write's temporary looks the same.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if _TEMPORARY_NAME.fullmatch(p.name) and p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -21,6 +21,10 @@ Devices and processes: training is data parallel over `devices` devices (None: a
 on the same images: each trains on its share of the pixels, all take part in each checkpoint
 (Orbax writes it once), and only process 0 writes frames, renders, config and metrics (and
 logs). Every process can resume from the checkpoint.
+
+A run killed outright (SIGKILL, power loss) leaves complete files and the last complete checkpoint;
+`--resume` clears its temporaries and continues to the same parameters an uninterrupted run
+reaches (tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -194,6 +198,10 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
         if not resume:  # frames left by an earlier run that never checkpointed must not join the montage
             for stale in (out / "frames").glob("epoch_*.png"):
                 stale.unlink()
+        # A run killed mid-write leaves temporaries (never a file under its final name); clear them.
+        for folder in (out, out / "frames"):
+            media.remove_temporaries(folder)
+        ckpt.remove_unfinished(checkpoint_dir)
         write_json(out / "config.json", {"model": model_config.to_dict(), "train": train_config.to_dict(),
                                          "run": dataclasses.asdict(options), "data": data_info or {},
                                          "devices": mesh.devices.size, "processes": mesh.devices.shape[0],
@@ -212,8 +220,8 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
                   epoch=epoch, history=history, num_samples=num_samples)
 
     if start_epoch >= train_config.epochs:
-        log(f"{out} already has {start_epoch} epochs; raise --epochs to train more (a cosine schedule is then "
-            "stretched over the new total)")
+        log(f"{out} already has {start_epoch} epochs; writing its outputs again (raise --epochs to train more; "
+            "a cosine schedule is then stretched over the new total)")
     progress, task = _progress(train_config.epochs, start_epoch, options.progress and main)
     run_seconds = time.perf_counter()
     with _StopFlag() as stop, progress:

@@ -113,6 +113,18 @@ def test_leftover_temporary_directory_is_not_a_checkpoint(interrupted, tmp_path)
     _assert_bitwise_equal(_host(checkpoint.restore(tmp_path).state), _host(state))
 
 
+def test_remove_unfinished_deletes_only_temporary_directories(interrupted, tmp_path):
+    state = checkpoint.restore(interrupted[0]).state
+    _save(tmp_path, state, 1)
+    for name in ("2.orbax-checkpoint-tmp", "7.orbax-checkpoint-tmp"):  # two saves that never finished
+        (tmp_path / name / "state").mkdir(parents=True)
+    assert [p.name for p in checkpoint.remove_unfinished(tmp_path)] == ["2.orbax-checkpoint-tmp",
+                                                                       "7.orbax-checkpoint-tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+    assert checkpoint.restore(tmp_path).epoch == 1
+    assert checkpoint.remove_unfinished(tmp_path / "absent") == []
+
+
 def test_missing_checkpoints_raise_helpful_errors(tmp_path):
     assert checkpoint.latest_epoch(tmp_path) is None
     assert checkpoint.latest_epoch(tmp_path / "absent") is None

@@ -147,6 +147,17 @@ def test_train_data_errors(inputs, args, words):
     assert not out.exists()
 
 
+def test_train_image_over_the_pixel_limit(inputs, monkeypatch):
+    """The decompression-bomb guard (tests/test_data.py) as the command shows it; the limit is
+    lowered here so that an 8x8 image trips it."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    code, _, err = _main("train", inputs / "one.png", "--out", inputs / "run", "--epochs", "1")
+    _assert_error(code, err, "one.png", "8x8 is 64 pixels", "more than the 50", "shrink the file first")
+    assert not (inputs / "run").exists()
+
+
 def test_train_out_is_a_file(inputs):
     code, _, err = _main("train", inputs / "one.png", "--out", inputs / "afile", "--batch-size", "8")
     _assert_error(code, err, "afile", "is a file", "--out")
@@ -262,7 +273,13 @@ def test_render_errors(trained):
     _assert_error(code, err, "x.jpg", ".png")
     code, _, err = _main("render", root / "run", "--method", "fancy", "--out", root / "f.png")
     _assert_usage_error(code, err, "--method", command="render")
-    assert not [p for p in root.iterdir() if p.name in ("c99.png", "x.jpg", "f.png") or p.name.startswith(".")]
+    code, _, err = _main("render", root / "run", "--size", "20000x20000", "--out", root / "huge.png")
+    _assert_error(code, err, "20000x20000", "400,000,000 pixels", "89,478,485", "smaller --size")
+    code, _, err = _main("render", root / "run", "--method", "sample", "--samples", "1000", "--size", "400x400",
+                         "--out", root / "many.png")
+    _assert_error(code, err, "1000 samples of 400x400", "fewer --samples")
+    assert not [p for p in root.iterdir() if p.name in ("c99.png", "x.jpg", "f.png", "huge.png", "many.png")
+                or p.name.startswith(".")]
 
 
 @pytest.fixture(scope="module")
@@ -411,3 +428,26 @@ def test_non_finite_training_stops_with_one_line_and_keeps_the_checkpoint(tmp_pa
     assert code == 0, err
     history = _metrics(run)["history"]
     assert history[-1]["epoch"] == 4 and history[-1]["skipped_steps"] >= 1
+
+
+def test_one_pixel_images_in_a_non_ascii_folder(tmp_path):
+    """1x1 images from, and a run folder and render in, folders named in several scripts: trained,
+    then rendered at its size and larger."""
+    folder = tmp_path / "Bilder äöü 图像"
+    for seed in range(3):
+        _png(folder / f"ß{seed}.png", 1, 1, seed=seed)
+    run, out = folder / "lauf ü", tmp_path / "Ausgabe é" / "ß.png"
+    code, _, err = _main("train", folder, "--epochs", "2", *TINY, "--out", run)
+    _assert_error(code, err, "batch size 32", "3 training pixels", "--batch-size 3")
+    code, stdout, err = _main("train", folder, "--epochs", "2", *TINY, "--batch-size", "3", "--out", run)
+    assert code == 0, err
+    assert "3 image(s) of 1x1 (3 pixels)" in stdout and str(run) in stdout
+    assert checkpoint.latest_epoch(run / "checkpoint") == 2
+    assert iio.imread(run / "final_mode.png").shape == (1, 1, 3)
+    assert iio.imread(run / "montage.gif", index=None).shape[0] == 2
+    assert np.isfinite(_metrics(run)["nll_nats"])
+    assert json.loads((run / "config.json").read_text())["data"]["source"][0].endswith("ß0.png")
+    for size, shape in ((None, (1, 1, 3)), ("5x7", (5, 7, 3))):
+        code, _, err = _main("render", run, *(["--size", size] if size else []), "--out", out)
+        assert code == 0, err
+        assert iio.imread(out).shape == shape

@@ -1,5 +1,9 @@
 """Image loading (every pixel format the README promises), folders, resizing, training pairs, demo images."""
 
+import io
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -113,12 +117,41 @@ def test_to_rgb_float_is_clipped_and_bool_is_0_1():
         data.to_rgb(np.array([[[np.nan, 0, 0]]], np.float32))
 
 
+def _encoded(suffix, **options):
+    """A 32x32 photo-like image (smooth plus noise) encoded as `suffix`, as bytes."""
+    rng = np.random.default_rng(7)
+    ramp = np.linspace(0, 255, 32)
+    pixels = np.clip(np.stack([ramp[:, None] + 0 * ramp, 0 * ramp[:, None] + ramp, 128 + 0 * ramp[:, None] * ramp], -1)
+                     + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=suffix, **options)
+    return buffer.getvalue()
+
+
+def _damaged_jpeg(where):
+    """A JPEG with its frame header (SOF0) zeroed, or 64 bytes of its compressed data replaced."""
+    data = bytearray(_encoded("JPEG", quality=90))
+    if where == "header":
+        start = data.find(b"\xff\xc0")
+        data[start + 5:start + 9] = bytes(4)  # height and width 0
+    else:
+        middle = len(data) // 2
+        data[middle:middle + 64] = b"\xff" * 64
+    return bytes(data)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio probes its legacy plugins on junk
 @pytest.mark.parametrize("name, content, words", [
     ("missing.png", None, ("no such file",)),
     ("zero.png", b"", ("empty", "0 bytes")),
     ("text.png", b"this is not a picture\n", ("not a readable image", "PNG")),
-])
+    ("cut.png", _encoded("PNG")[:600], ("not a readable image", "truncated", "damaged or cut short")),
+    ("header-only.png", _encoded("PNG")[:40], ("not a readable image", "damaged or cut short")),
+    ("cut.jpg", _encoded("JPEG", quality=90)[:700], ("not a readable image", "truncated", "damaged or cut short")),
+    ("bad-header.jpg", _damaged_jpeg("header"), ("not a readable image", "damaged or cut short")),
+    ("bad-data.jpg", _damaged_jpeg("data"), ("not a readable image", "damaged or cut short")),
+], ids=["missing", "zero-bytes", "text", "truncated-png", "png-header-only", "truncated-jpeg", "jpeg-bad-header",
+        "jpeg-bad-data"])
 def test_load_image_bad_files_raise_one_line_data_error(tmp_path, name, content, words):
     path = tmp_path / name
     if content is not None:
@@ -129,6 +162,52 @@ def test_load_image_bad_files_raise_one_line_data_error(tmp_path, name, content,
     assert "\n" not in message and name in message
     for word in words:
         assert word in message
+
+
+def _png_header(width, height):
+    """A PNG that claims `width x height` RGB pixels but holds no pixel data: tiny on disk."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height, words", [
+    (100_000, 100_000, ("10,000,000,000 pixels",)),  # past twice Pillow's limit: Pillow refuses to open it
+    (10_000, 10_000, ("10000x10000", "100,000,000 pixels")),  # past the limit: Pillow only warns
+])
+def test_huge_image_refused_from_its_header_before_decoding(tmp_path, width, height, words):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header(width, height))
+    assert path.stat().st_size < 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not reach stderr
+        with pytest.raises(data.DataError) as error:
+            data.load_image(path)
+    message = str(error.value)
+    assert "\n" not in message and "huge.png" in message and "89,478,485" in message
+    assert "shrink the file first" in message and "--size resizes only after decoding" in message
+    for word in words:
+        assert word in message
+
+
+def test_pixel_limit_follows_pillow_and_covers_resizing(tmp_path, monkeypatch):
+    _write(tmp_path / "small.png", 8, 8)
+    _write(tmp_path / "large.png", 12, 12)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert data.max_pixels() == 100
+    assert data.load_image(tmp_path / "small.png").shape == (8, 8, 3)
+    with pytest.raises(data.DataError, match=r"large.png: image of 12x12 is 144 pixels, more than the 100"):
+        data.load_image(tmp_path / "large.png")
+    with pytest.raises(data.DataError, match=r"--size 10x11 is 110 pixels.*choose a smaller --size"):
+        data.load_images([tmp_path / "small.png"], size=(10, 11))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's way to turn the check off
+    assert data.load_image(tmp_path / "large.png").shape == (12, 12, 3)
+
+
+def test_one_pixel_image_loads(tmp_path):
+    _write(tmp_path / "dot.png", 1, 1, (255, 128, 0))
+    np.testing.assert_allclose(data.load_images([tmp_path]), [[[[1.0, 128 / 255, 0.0]]]], atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
