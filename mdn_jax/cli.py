@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=_run_render)
 
     reproduce = sub.add_parser(
-        "reproduce", help="run the reference experiments and write report.md (about 13 minutes on a 2-core CPU)",
+        "reproduce", help="run the reference experiments and write report.md (about 7 minutes on a 2-core CPU)",
         description="Run the reference example's experiments (one image K=1; two images K=1 and K=10; all images "
                     "per_dim and joint K=10; three trunk sizes) and the improvements (Fourier features, the "
                     "discretised loss, spread initial means) on the built-in images or yours, and write "
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="two or more images or folders (default: the five built-in images)")
     reproduce.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
     reproduce.add_argument("--full", action="store_true", help="the reference's 300 epochs per experiment "
-                           "(several hours on a 2-core CPU)")
+                           "(12 times the default 25)")
     reproduce.add_argument("--epochs", type=_positive_int, default=None,
                            help="epochs per experiment (default 25; --full: 300)")
     reproduce.add_argument("--size", type=_size, default=(128, 128), help="image size HxW (default 128x128)")
