@@ -1,26 +1,15 @@
 """`mdn-jax reproduce`: a tiny run end to end, continuing after a stop, the report's verdicts, bad input."""
 
-import contextlib
-import io
 import json
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from mdn_jax import cli, reproduce
+from mdn_jax import reproduce
+from test_cli import _main  # cli.main in-process: (exit code, stdout, stderr)
 
 TINY = ["--size", "16x16", "--no-progress", "--only", "one_image_k1,two_images_k1"]
-
-
-def _main(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as exit:
-            code = exit.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
