@@ -133,6 +133,8 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
     unknown = sorted(set(only or ()) - set(names()))
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(names())}")
+    if not chosen:
+        raise ValueError(f"--only names no experiment; choose from {', '.join(names())}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder; pass a folder path as --out")

@@ -74,6 +74,7 @@ def test_findings_say_yes_only_when_the_numbers_agree():
 
 @pytest.mark.parametrize("args, words", [
     (["--only", "nonsense"], ["unknown experiment", "nonsense", "one_image_k1"]),
+    (["--only", ","], ["--only names no experiment", "one_image_k1"]),
     (["--full", "--epochs", "3"], ["--full and --epochs"]),
     (["--epochs", "0"], ["--epochs"]),
     (["--size", "8x8"], ["64 pixels", "batch size 200", "larger --size"]),
