@@ -44,7 +44,8 @@ def test_scales_respect_floor_even_for_huge_negative_raw_outputs(structure):
         assert np.all(np.triu(np.asarray(mixture.scale_tril), k=1) == 0)
     else:
         np.testing.assert_allclose(mixture.scales, 0.01, rtol=1e-6)
-    grads = jax.grad(lambda r: mdn_jax.log_prob(model.head_to_mixture(r, **model.head_options(config)), jnp.ones((5, 2))).sum())(raw)
+    grads = jax.jit(jax.grad(lambda r: mdn_jax.log_prob(model.head_to_mixture(r, **model.head_options(config)),
+                                                         jnp.ones((5, 2))).sum()))(raw)
     assert np.all(np.isfinite(grads))
 
 

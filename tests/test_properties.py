@@ -18,7 +18,7 @@ from scipy.special import log_softmax, logsumexp
 import mdn_jax
 from mdn_jax import discretised
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)
 
 
 @st.composite
