@@ -77,7 +77,7 @@ def test_joint_and_per_dim_match_scipy_under_jit_and_vmap(batch):
     got = jax.jit(discretised.discretised_log_prob)(mixture, jnp.asarray(y, jnp.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     if batch:
-        mapped = jax.vmap(discretised.discretised_log_prob)(mixture, jnp.asarray(y, jnp.float32))
+        mapped = jax.jit(jax.vmap(discretised.discretised_log_prob))(mixture, jnp.asarray(y, jnp.float32))
         np.testing.assert_allclose(mapped, expected, rtol=1e-5, atol=1e-4)
     # per_dim: each dimension its own 1-D mixture; the reference sums per-dimension log masses.
     per = mdn_jax.per_dim(*(jnp.asarray(np.swapaxes(a, -1, -2), jnp.float32)
@@ -85,7 +85,7 @@ def test_joint_and_per_dim_match_scipy_under_jit_and_vmap(batch):
     expected_per = sum(np.vectorize(lambda i, j: _reference_joint(
         logits.reshape(-1, k)[i], means.reshape(-1, k, d)[i][:, j:j + 1], scales.reshape(-1, k, d)[i][:, j:j + 1],
         y.reshape(-1, d)[i][j:j + 1]))(np.arange(int(np.prod(batch))), j) for j in range(d)).reshape(batch)
-    np.testing.assert_allclose(discretised.discretised_log_prob(per, jnp.asarray(y, jnp.float32)), expected_per,
+    np.testing.assert_allclose(jax.jit(discretised.discretised_log_prob)(per, jnp.asarray(y, jnp.float32)), expected_per,
                                rtol=1e-5, atol=1e-4)
 
 

@@ -25,10 +25,10 @@ def test_apply_returns_mixture_with_batch_shape(structure, batch):
     assert mdn_jax.batch_shape(mixture) == batch
     assert mdn_jax.num_components(mixture) == 3 and mdn_jax.event_size(mixture) == 2
     y = jnp.zeros(batch + (2,))
-    assert mdn_jax.log_prob(mixture, y).shape == batch
+    assert jax.jit(mdn_jax.log_prob)(mixture, y).shape == batch
     # The same inputs through vmap give the same mixture.
     if batch:
-        mapped = jax.vmap(lambda xi: model.apply(graphdef, params, xi))(x)
+        mapped = jax.jit(jax.vmap(lambda xi: model.apply(graphdef, params, xi)))(x)
         for a, b in zip(mapped, mixture):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
