@@ -308,7 +308,7 @@ def _run_reproduce(args) -> int:
         images = data.load_images(args.inputs, size=args.size)
         source = ", ".join(p.name for p in data.find_images(args.inputs))
     else:
-        data.check_size(args.size)
+        data.check_resize(args.size)
         images = np.stack([data.resize(image, args.size) for image in data.demo_images(count=5)])
         source = "the five built-in demo images"
     command = "mdn-jax " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else "mdn-jax reproduce"

@@ -172,8 +172,7 @@ def load_images(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | 
     All images must share one size unless `size = (height, width)` asks for a resize.
     """
     if size is not None:
-        check_size(size)
-        check_pixels(size[0] * size[1], what=f"--size {size[0]}x{size[1]}", fix="choose a smaller --size")
+        check_resize(size)
     paths = find_images(inputs)
     images = [load_image(p) for p in paths]
     if size is not None:
@@ -183,6 +182,13 @@ def load_images(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | 
         listing = ", ".join(f"{p.name} {i.shape[0]}x{i.shape[1]}" for p, i in zip(paths, images))
         raise DataError(f"images have different sizes ({listing}); pass --size HxW to resize them all")
     return np.stack(images)
+
+
+def check_resize(size: Sequence[int]) -> tuple[int, int]:
+    """Refuse a `--size` that is not two positive integers or exceeds `max_pixels()`."""
+    height, width = check_size(size)
+    check_pixels(height * width, what=f"--size {height}x{width}", fix="choose a smaller --size")
+    return height, width
 
 
 def check_size(size: Sequence[int]) -> tuple[int, int]:

@@ -77,6 +77,7 @@ def test_findings_say_yes_only_when_the_numbers_agree():
     (["--only", ","], ["--only names no experiment", "one_image_k1"]),
     (["--full", "--epochs", "3"], ["--full and --epochs"]),
     (["--epochs", "0"], ["--epochs"]),
+    (["--size", "100000x100000"], ["--size 100000x100000", "smaller --size"]),
     (["--size", "8x8"], ["64 pixels", "batch size 200", "larger --size"]),
 ])
 def test_bad_reproduce_input_is_one_line_exit_2_nothing_written(tmp_path, args, words):
