@@ -6,7 +6,7 @@ import json
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -16,9 +16,15 @@ def environment() -> dict:
     import optax
 
     device = jax.devices()[0]
-    return {"device": f"{device.platform}:{getattr(device, 'device_kind', '')}", "devices": jax.device_count(),
-            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}
+    return {
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
+        "devices": jax.device_count(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def emit(record: dict) -> None:
@@ -33,7 +39,9 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def alternate(contenders: dict[str, Callable[[], object]], *, repeats: int) -> dict[str, list[float]]:
+def alternate(
+    contenders: dict[str, Callable[[], object]], *, repeats: int
+) -> dict[str, list[float]]:
     """Time every contender `repeats` times in turn (A B C A B C ...), so drift hits all alike."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
@@ -47,6 +55,9 @@ def median(values: list[float]) -> float:
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(headers))) + "|"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if i else "---" for i in range(len(headers))) + "|",
+    ]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)

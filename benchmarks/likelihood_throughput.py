@@ -27,12 +27,17 @@ def random_mixture(structure: str, batch: int, k: int, d: int, key):
     keys = jax.random.split(key, 4)
     if structure == "per_dim":
         shape = (batch, d, k)
-        return mdn_jax.per_dim(jax.random.normal(keys[0], shape), jax.random.normal(keys[1], shape),
-                               jnp.exp(0.3 * jax.random.normal(keys[2], shape)))
+        return mdn_jax.per_dim(
+            jax.random.normal(keys[0], shape),
+            jax.random.normal(keys[1], shape),
+            jnp.exp(0.3 * jax.random.normal(keys[2], shape)),
+        )
     logits = jax.random.normal(keys[0], (batch, k))
     means = jax.random.normal(keys[1], (batch, k, d))
     if structure == "joint":
-        return mdn_jax.joint(logits, means, jnp.exp(0.3 * jax.random.normal(keys[2], (batch, k, d))))
+        return mdn_jax.joint(
+            logits, means, jnp.exp(0.3 * jax.random.normal(keys[2], (batch, k, d)))
+        )
     tril = 0.1 * jnp.tril(jax.random.normal(keys[2], (batch, k, d, d)), -1) + jnp.eye(d)
     return mdn_jax.full(logits, means, tril)
 
@@ -60,12 +65,23 @@ def main(argv=None) -> int:
                 compile_seconds = common.timed(call)
                 seconds = common.median([common.timed(call) for _ in range(repeats)])
                 rate = batch / seconds
-                common.emit({"kind": "likelihood", "structure": structure, "components": k, "dims": d,
-                             "batch": batch, "evaluations_per_second": round(rate),
-                             "compile_seconds": round(compile_seconds, 3), **env})
+                common.emit(
+                    {
+                        "kind": "likelihood",
+                        "structure": structure,
+                        "components": k,
+                        "dims": d,
+                        "batch": batch,
+                        "evaluations_per_second": round(rate),
+                        "compile_seconds": round(compile_seconds, 3),
+                        **env,
+                    }
+                )
                 rows.append([structure, k, d, f"{rate:,.0f}"])
     print()
-    print(f"log_prob + gradient on {env['device']} (JAX {env['jax']}); batch {batch}; median of {repeats}")
+    print(
+        f"log_prob + gradient on {env['device']} (JAX {env['jax']}); batch {batch}; median of {repeats}"
+    )
     print()
     print(common.markdown_table(["structure", "K", "D", "evaluations/s"], rows))
     return 0

@@ -45,8 +45,12 @@ print(json.dumps({"first_seconds": first, "seconds": times[len(times) // 2],
 
 
 def measure(size: int, method: str, chunk: int, samples: int, repeats: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", WORKER, str(size), method, str(chunk), str(samples), str(repeats)],
-                          capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, str(size), method, str(chunk), str(samples), str(repeats)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -54,8 +58,14 @@ def measure(size: int, method: str, chunk: int, samples: int, repeats: int) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="128, 1024 and 4096 pixels square, five chunk sizes, 4 samples")
-    parser.add_argument("--samples", type=int, default=None, help="draws per pixel for sample (default 2, --full 4)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="128, 1024 and 4096 pixels square, five chunk sizes, 4 samples",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=None, help="draws per pixel for sample (default 2, --full 4)"
+    )
     args = parser.parse_args(argv)
     from mdn_jax import render
 
@@ -72,20 +82,40 @@ def main(argv=None) -> int:
                 repeats = 3 if size <= 128 or (args.full and size <= 1024) else 1
                 result = measure(size, method, chunk, args.samples, repeats)
                 pixels = size * size * (args.samples if method == "sample" else 1)
-                record = {"kind": "render", "size": size, "method": method, "pixels_per_chunk": chunk,
-                          "samples": args.samples if method == "sample" else 1,
-                          "pixels_per_second": round(pixels / result["seconds"]),
-                          "seconds": round(result["seconds"], 4), "compile_and_first_seconds": round(result["first_seconds"], 3),
-                          "peak_rss_mb": round(result["peak_rss_mb"], 1), **env}
+                record = {
+                    "kind": "render",
+                    "size": size,
+                    "method": method,
+                    "pixels_per_chunk": chunk,
+                    "samples": args.samples if method == "sample" else 1,
+                    "pixels_per_second": round(pixels / result["seconds"]),
+                    "seconds": round(result["seconds"], 4),
+                    "compile_and_first_seconds": round(result["first_seconds"], 3),
+                    "peak_rss_mb": round(result["peak_rss_mb"], 1),
+                    **env,
+                }
                 common.emit(record)
-                rows.append([f"{size}x{size}", method + (f" x{args.samples}" if method == "sample" else ""), chunk,
-                             f"{record['pixels_per_second'] / 1e6:.2f}M", f"{record['seconds']:.3f}",
-                             f"{record['peak_rss_mb']:.0f}"])
+                rows.append(
+                    [
+                        f"{size}x{size}",
+                        method + (f" x{args.samples}" if method == "sample" else ""),
+                        chunk,
+                        f"{record['pixels_per_second'] / 1e6:.2f}M",
+                        f"{record['seconds']:.3f}",
+                        f"{record['peak_rss_mb']:.0f}",
+                    ]
+                )
     print()
-    print(f"Rendering on {env['device']} (JAX {env['jax']}); reference network, median of timed runs; "
-          f"default chunk: {render.DEFAULT_PIXELS_PER_CHUNK} pixels (tiles of {render.TILE})")
+    print(
+        f"Rendering on {env['device']} (JAX {env['jax']}); reference network, median of timed runs; "
+        f"default chunk: {render.DEFAULT_PIXELS_PER_CHUNK} pixels (tiles of {render.TILE})"
+    )
     print()
-    print(common.markdown_table(["size", "method", "chunk (pixels)", "pixels/s", "seconds", "peak RSS MB"], rows))
+    print(
+        common.markdown_table(
+            ["size", "method", "chunk (pixels)", "pixels/s", "seconds", "peak RSS MB"], rows
+        )
+    )
     return 0
 
 

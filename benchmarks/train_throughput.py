@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -52,10 +51,17 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, seed=0):
     contenders, compile_seconds = {}, {}
 
     def make(components, loss, name):
-        config = model.ModelConfig(hidden=hidden, components=components, input_offset=data.IMAGE_INPUT_OFFSET,
-                                   input_scale=data.IMAGE_INPUT_SCALE, scale_floor=0.01)
+        config = model.ModelConfig(
+            hidden=hidden,
+            components=components,
+            input_offset=data.IMAGE_INPUT_OFFSET,
+            input_scale=data.IMAGE_INPUT_SCALE,
+            scale_floor=0.01,
+        )
         graphdef, params = model.init(config, key=jax.random.key(seed))
-        trainer = train.Trainer(graphdef, train.make_optimizer(train.TrainConfig(), total_steps=1), loss=loss)
+        trainer = train.Trainer(
+            graphdef, train.make_optimizer(train.TrainConfig(), total_steps=1), loss=loss
+        )
         return trainer, trainer.init(params, key=jax.random.key(seed + 1))
 
     def batches(key):
@@ -66,7 +72,9 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, seed=0):
 
         def run():
             holder["key"], key = jax.random.split(holder["key"])
-            holder["state"], losses = trainer.epoch(holder["state"], xs_device, ys_device, batches(key))
+            holder["state"], losses = trainer.epoch(
+                holder["state"], xs_device, ys_device, batches(key)
+            )
             losses.block_until_ready()
 
         compile_seconds[name] = common.timed(run)
@@ -117,7 +125,9 @@ def torch_contender(xs, ys, *, hidden, batch_size, steps, components=10, seed=0)
 
     def nll(x, y):
         raw = head(trunk(x))
-        logits, means, scales = torch.split(raw, [components, components * d, components * d], dim=-1)
+        logits, means, scales = torch.split(
+            raw, [components, components * d, components * d], dim=-1
+        )
         means = means.view(-1, components, d)
         scales = torch.nn.functional.softplus(scales.view(-1, components, d)) + 0.01
         z = (y[:, None, :] - means) / scales
@@ -138,23 +148,33 @@ def torch_contender(xs, ys, *, hidden, batch_size, steps, components=10, seed=0)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="full epochs everywhere and more repeats")
+    parser.add_argument(
+        "--full", action="store_true", help="full epochs everywhere and more repeats"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per contender")
-    parser.add_argument("--cases", default="all", help="comma-separated subset of: ref200, ref4096, wide4096")
+    parser.add_argument(
+        "--cases", default="all", help="comma-separated subset of: ref200, ref4096, wide4096"
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (7 if args.full else 3)
     xs, ys = data.image_pairs(data.demo_images(count=5, size=128))
     n = xs.shape[0]
     env = common.environment()
     common.emit({"kind": "environment", **env})
-    cases = {"ref200": (REFERENCE_TRUNK, 200), "ref4096": (REFERENCE_TRUNK, 4096), "wide4096": (WIDE_TRUNK, 4096)}
+    cases = {
+        "ref200": (REFERENCE_TRUNK, 200),
+        "ref4096": (REFERENCE_TRUNK, 4096),
+        "wide4096": (WIDE_TRUNK, 4096),
+    }
     chosen = list(cases) if args.cases == "all" else args.cases.split(",")
     rows = []
     for case in chosen:
         hidden, batch_size = cases[case]
         full_steps = train.steps_per_epoch(n, batch_size)
         steps = full_steps if (args.full or case != "wide4096") else 6
-        contenders, compile_seconds = jax_contenders(xs, ys, hidden=hidden, batch_size=batch_size, steps=steps)
+        contenders, compile_seconds = jax_contenders(
+            xs, ys, hidden=hidden, batch_size=batch_size, steps=steps
+        )
         torch_run = torch_contender(xs, ys, hidden=hidden, batch_size=batch_size, steps=steps)
         torch_note = ""
         if torch_run is not None:
@@ -163,20 +183,38 @@ def main(argv=None) -> int:
             contenders["torch"] = run
             torch_note = f"torch {torch_version}, {threads} threads"
         else:
-            print("torch not installed: skipping the PyTorch baseline (pip install torch)", file=sys.stderr)
+            print(
+                "torch not installed: skipping the PyTorch baseline (pip install torch)",
+                file=sys.stderr,
+            )
         times = common.alternate(contenders, repeats=repeats)
         samples = steps * batch_size
         speed = {name: samples / common.median(values) for name, values in times.items()}
         for name, value in speed.items():
-            common.emit({"kind": "train", "case": case, "hidden": list(hidden), "batch_size": batch_size,
-                         "contender": name, "samples_per_second": round(value), "steps_timed": steps,
-                         "repeats": repeats, "ratio_scan_over_this": round(speed["scan"] / value, 3),
-                         "compile_seconds": round(compile_seconds.get(name, 0.0), 2),
-                         "note": torch_note if name == "torch" else "", **env})
-            rows.append([case, batch_size, name, f"{value / 1e3:.0f}k", f"{speed['scan'] / value:.2f}x"])
+            common.emit(
+                {
+                    "kind": "train",
+                    "case": case,
+                    "hidden": list(hidden),
+                    "batch_size": batch_size,
+                    "contender": name,
+                    "samples_per_second": round(value),
+                    "steps_timed": steps,
+                    "repeats": repeats,
+                    "ratio_scan_over_this": round(speed["scan"] / value, 3),
+                    "compile_seconds": round(compile_seconds.get(name, 0.0), 2),
+                    "note": torch_note if name == "torch" else "",
+                    **env,
+                }
+            )
+            rows.append(
+                [case, batch_size, name, f"{value / 1e3:.0f}k", f"{speed['scan'] / value:.2f}x"]
+            )
     print()
-    print(f"Training samples/s on {env['device']} (JAX {env['jax']}, Flax {env['flax']}, Optax {env['optax']}); "
-          f"median of {repeats}; ratio = scan / contender (>1: scan is faster)")
+    print(
+        f"Training samples/s on {env['device']} (JAX {env['jax']}, Flax {env['flax']}, Optax {env['optax']}); "
+        f"median of {repeats}; ratio = scan / contender (>1: scan is faster)"
+    )
     print()
     print(common.markdown_table(["case", "batch", "contender", "samples/s", "scan speed-up"], rows))
     return 0

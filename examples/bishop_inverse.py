@@ -57,7 +57,7 @@ import argparse
 import math
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -92,8 +92,9 @@ def sample(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return x, t
 
 
-def make_data(train_size: int, *, seed: int = 0, test_size: int = TEST_SIZE,
-              test_seed: int = TEST_SEED):
+def make_data(
+    train_size: int, *, seed: int = 0, test_size: int = TEST_SIZE, test_seed: int = TEST_SEED
+):
     """Training and held-out sets, each `(x, t)`; separate, independent random streams."""
     train = sample(train_size, np.random.default_rng([0, seed]))
     test = sample(test_size, np.random.default_rng([1, test_seed]))
@@ -126,8 +127,10 @@ def conditional_intervals(x) -> tuple[np.ndarray, np.ndarray]:
     lows, highs = [], []
     for lo, hi in BRANCHES:
         g_min, g_max = sorted((g(lo), g(hi)))
-        ends = (_inverse(np.clip(x - NOISE, g_min, g_max), lo, hi),
-                _inverse(np.clip(x + NOISE, g_min, g_max), lo, hi))
+        ends = (
+            _inverse(np.clip(x - NOISE, g_min, g_max), lo, hi),
+            _inverse(np.clip(x + NOISE, g_min, g_max), lo, hi),
+        )
         lows.append(np.minimum(*ends))
         highs.append(np.maximum(*ends))
     return np.stack(lows), np.stack(highs)
@@ -161,9 +164,9 @@ def gaussian_bound_nll(x) -> float:
     """
     lo, hi = conditional_intervals(x)
     m = np.sum(hi - lo, axis=0)
-    first = np.sum(hi ** 2 - lo ** 2, axis=0) / (2.0 * m)
-    second = np.sum(hi ** 3 - lo ** 3, axis=0) / (3.0 * m)
-    var = np.maximum(second - first ** 2, 1e-300)
+    first = np.sum(hi**2 - lo**2, axis=0) / (2.0 * m)
+    second = np.sum(hi**3 - lo**3, axis=0) / (3.0 * m)
+    var = np.maximum(second - first**2, 1e-300)
     return float(np.mean(0.5 * np.log(2.0 * np.pi * math.e * var)))
 
 
@@ -171,8 +174,9 @@ def _counting_measure(x, t_points) -> np.ndarray:
     """Fraction of `t_points` with |x - g(t)| < NOISE, for every x (sorted g + searchsorted)."""
     g_sorted = np.sort(g(np.asarray(t_points, np.float64)))
     x = np.asarray(x, np.float64)
-    inside = (np.searchsorted(g_sorted, x + NOISE, side="left")
-              - np.searchsorted(g_sorted, x - NOISE, side="right"))
+    inside = np.searchsorted(g_sorted, x + NOISE, side="left") - np.searchsorted(
+        g_sorted, x - NOISE, side="right"
+    )
     return inside / g_sorted.size
 
 
@@ -181,8 +185,14 @@ def grid_measure(x, grid_size: int = 200_000) -> np.ndarray:
     return _counting_measure(x, (np.arange(grid_size) + 0.5) / grid_size)
 
 
-def verify_optimum(x_test, *, grid_size: int = 200_000, mc_samples: int = 100_000,
-                   mc_t: int = 1_000_000, seed: int = 7) -> dict:
+def verify_optimum(
+    x_test,
+    *,
+    grid_size: int = 200_000,
+    mc_samples: int = 100_000,
+    mc_t: int = 1_000_000,
+    seed: int = 7,
+) -> dict:
     """Cross-check the exact optimum; returns the numbers and `ok`.
 
     - `grid_max_error`: max |S(x)| difference root-finding vs a `grid_size` t grid on x_test
@@ -197,9 +207,11 @@ def verify_optimum(x_test, *, grid_size: int = 200_000, mc_samples: int = 100_00
     x_test = np.asarray(x_test, np.float64)
     exact = set_measure(x_test)
     grid = grid_measure(x_test, grid_size)
-    out = {"optimum": float(np.mean(np.log(exact))),
-           "grid_optimum": float(np.mean(np.log(grid))),
-           "grid_max_error": float(np.max(np.abs(grid - exact)))}
+    out = {
+        "optimum": float(np.mean(np.log(exact))),
+        "grid_optimum": float(np.mean(np.log(grid))),
+        "grid_max_error": float(np.max(np.abs(grid - exact))),
+    }
 
     # p(x) integrates to 1; population optimum = integral of p(x) log |S(x)| dx.
     x_grid = np.linspace(-NOISE - 0.01, 1.0 + NOISE + 0.01, 40_001)  # |S| = 0 outside [-0.1, 1.1]
@@ -223,12 +235,14 @@ def verify_optimum(x_test, *, grid_size: int = 200_000, mc_samples: int = 100_00
     out["mc_optimum"] = float(np.mean(log_m))
     out["mc_stderr"] = float(np.std(log_m) / math.sqrt(mc_samples))
 
-    out["ok"] = bool(out["grid_max_error"] < 3.0 / grid_size
-                     and abs(out["grid_optimum"] - out["optimum"]) < 1e-3
-                     and abs(out["p_x_integral"] - 1.0) < 1e-4
-                     and out["p_t_given_x_integral_max_error"] < 1e-2
-                     and out["all_samples_inside"]
-                     and abs(out["mc_optimum"] - out["population_optimum"]) < 4.0 * out["mc_stderr"] + 2e-3)
+    out["ok"] = bool(
+        out["grid_max_error"] < 3.0 / grid_size
+        and abs(out["grid_optimum"] - out["optimum"]) < 1e-3
+        and abs(out["p_x_integral"] - 1.0) < 1e-4
+        and out["p_t_given_x_integral_max_error"] < 1e-2
+        and out["all_samples_inside"]
+        and abs(out["mc_optimum"] - out["population_optimum"]) < 4.0 * out["mc_stderr"] + 2e-3
+    )
     return out
 
 
@@ -243,28 +257,53 @@ def default_settings(train_size: int) -> dict:
     return {"epochs": 400, "batch_size": 50, "hidden": (64, 64)}
 
 
-def train_and_evaluate(components: int, train, test, *, epochs: int, batch_size: int,
-                       learning_rate: float = 5e-3, schedule: str = "cosine",
-                       hidden: Sequence[int] = (64, 64), activation: str = "silu",
-                       scale_floor: float = 1e-3, seed: int = 0) -> dict:
+def train_and_evaluate(
+    components: int,
+    train,
+    test,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float = 5e-3,
+    schedule: str = "cosine",
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "silu",
+    scale_floor: float = 1e-3,
+    seed: int = 0,
+) -> dict:
     """Fit one joint MDN with `components` K to `train` = (x, t); held-out and train NLL, seconds."""
     from mdn_jax.model import ModelConfig
     from mdn_jax.train import TrainConfig, evaluate_nll, fit
 
     x_train, t_train = (np.asarray(a, np.float32)[:, None] for a in train)
     x_test, t_test = (np.asarray(a, np.float32)[:, None] for a in test)
-    model_config = ModelConfig(in_features=1, out_features=1, hidden=tuple(hidden),
-                               activation=activation, components=components, structure="joint",
-                               scale_floor=scale_floor)
-    train_config = TrainConfig(epochs=epochs, batch_size=min(batch_size, x_train.shape[0]),
-                               learning_rate=learning_rate, schedule=schedule, seed=seed)
+    model_config = ModelConfig(
+        in_features=1,
+        out_features=1,
+        hidden=tuple(hidden),
+        activation=activation,
+        components=components,
+        structure="joint",
+        scale_floor=scale_floor,
+    )
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=min(batch_size, x_train.shape[0]),
+        learning_rate=learning_rate,
+        schedule=schedule,
+        seed=seed,
+    )
     start = time.perf_counter()
     result = fit(x_train, t_train, model_config=model_config, train_config=train_config)
     test_nll = evaluate_nll(result.graphdef, result.params, x_test, t_test)
     seconds = time.perf_counter() - start
     train_nll = evaluate_nll(result.graphdef, result.params, x_train, t_train)
-    return {"nll": test_nll, "train_nll": train_nll, "seconds": seconds,
-            "final_loss": result.history[-1]["loss"]}
+    return {
+        "nll": test_nll,
+        "train_nll": train_nll,
+        "seconds": seconds,
+        "final_loss": result.history[-1]["loss"],
+    }
 
 
 def criteria(results: dict) -> list[tuple[str, bool]]:
@@ -283,15 +322,29 @@ def criteria(results: dict) -> list[tuple[str, bool]]:
         gap = models[1]["gap"]
         checks.append((f"K=1 gap {gap:.3f} >= {K1_MIN_GAP:.2f} nats", gap >= K1_MIN_GAP))
     if "grid_optimum" in results["verification"]:  # absent when run(verify=False)
-        checks.append(("optimum verified (grid, integrals, Monte Carlo)", results["verification"]["ok"]))
+        checks.append(
+            ("optimum verified (grid, integrals, Monte Carlo)", results["verification"]["ok"])
+        )
     return checks
 
 
-def run(train_size: int = 1000, *, ks: Sequence[int] = DEFAULT_KS, epochs: int | None = None,
-        batch_size: int | None = None, learning_rate: float = 5e-3, schedule: str = "cosine",
-        hidden: Sequence[int] | None = None, activation: str = "silu", scale_floor: float = 1e-3,
-        seed: int = 0, test_size: int = TEST_SIZE, test_seed: int = TEST_SEED,
-        verify: bool = True, log=print) -> dict:
+def run(
+    train_size: int = 1000,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float = 5e-3,
+    schedule: str = "cosine",
+    hidden: Sequence[int] | None = None,
+    activation: str = "silu",
+    scale_floor: float = 1e-3,
+    seed: int = 0,
+    test_size: int = TEST_SIZE,
+    test_seed: int = TEST_SEED,
+    verify: bool = True,
+    log=print,
+) -> dict:
     """Train one MDN per K and return everything as a dict.
 
     Keys: train_size, test_size, seed, test_seed, settings, optimum (held-out Bayes NLL),
@@ -307,15 +360,26 @@ def run(train_size: int = 1000, *, ks: Sequence[int] = DEFAULT_KS, epochs: int |
         settings["batch_size"] = batch_size
     if hidden is not None:
         settings["hidden"] = tuple(hidden)
-    settings.update(learning_rate=learning_rate, schedule=schedule, activation=activation,
-                    scale_floor=scale_floor)
+    settings.update(
+        learning_rate=learning_rate,
+        schedule=schedule,
+        activation=activation,
+        scale_floor=scale_floor,
+    )
     train, test = make_data(train_size, seed=seed, test_size=test_size, test_seed=test_seed)
     optimum = optimal_nll(test[0])
     verification = verify_optimum(test[0]) if verify else {"ok": True, "optimum": optimum}
-    results = {"train_size": train_size, "test_size": test_size, "seed": seed,
-               "test_seed": test_seed, "settings": settings, "optimum": optimum,
-               "gaussian_bound": gaussian_bound_nll(test[0]), "verification": verification,
-               "models": {}}
+    results = {
+        "train_size": train_size,
+        "test_size": test_size,
+        "seed": seed,
+        "test_seed": test_seed,
+        "settings": settings,
+        "optimum": optimum,
+        "gaussian_bound": gaussian_bound_nll(test[0]),
+        "verification": verification,
+        "models": {},
+    }
     for k in ks:
         model = train_and_evaluate(k, train, test, seed=seed, **settings)
         model["gap"] = model["nll"] - optimum
@@ -360,8 +424,10 @@ def format_results(results: dict) -> str:
         f"{'K':>4}  {'held-out NLL':>12}  {'gap to optimum':>14}  {'train NLL':>9}  {'seconds':>7}",
     ]
     for k, m in results["models"].items():
-        lines.append(f"{k:>4}  {m['nll']:>12.4f}  {m['gap']:>14.4f}  {m['train_nll']:>9.4f}  "
-                     f"{m['seconds']:>7.1f}")
+        lines.append(
+            f"{k:>4}  {m['nll']:>12.4f}  {m['gap']:>14.4f}  {m['train_nll']:>9.4f}  "
+            f"{m['seconds']:>7.1f}"
+        )
     lines.append(f"{'opt':>4}  {results['optimum']:>12.4f}  {0.0:>14.4f}")
     lines += ["", "criteria:"]
     lines += [f"  [{'PASS' if ok else 'FAIL'}] {text}" for text, ok in results["checks"]]
@@ -370,18 +436,35 @@ def format_results(results: dict) -> str:
 
 
 def parse_args(argv: Sequence[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-size", type=int, default=1000, help="training points (default 1000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--train-size", type=int, default=1000, help="training points (default 1000)"
+    )
     parser.add_argument("--large", action="store_true", help="same as --train-size 10000")
-    parser.add_argument("--ks", type=lambda s: tuple(int(v) for v in s.split(",")), default=DEFAULT_KS,
-                        help="comma-separated component counts (default 1,3,5,10)")
-    parser.add_argument("--epochs", type=int, default=None, help="default 400 (1k points), 300 (>=10k)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 50 (1k points), 100 (>=10k)")
+    parser.add_argument(
+        "--ks",
+        type=lambda s: tuple(int(v) for v in s.split(",")),
+        default=DEFAULT_KS,
+        help="comma-separated component counts (default 1,3,5,10)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="default 400 (1k points), 300 (>=10k)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default 50 (1k points), 100 (>=10k)"
+    )
     parser.add_argument("--learning-rate", type=float, default=5e-3)
-    parser.add_argument("--schedule", default="cosine", choices=("constant", "cosine", "warmup_cosine"))
-    parser.add_argument("--hidden", type=lambda s: tuple(int(v) for v in s.split(",")), default=None,
-                        help="comma-separated trunk widths (default 64,64; 64,64,64 for >=10k points)")
+    parser.add_argument(
+        "--schedule", default="cosine", choices=("constant", "cosine", "warmup_cosine")
+    )
+    parser.add_argument(
+        "--hidden",
+        type=lambda s: tuple(int(v) for v in s.split(",")),
+        default=None,
+        help="comma-separated trunk widths (default 64,64; 64,64,64 for >=10k points)",
+    )
     parser.add_argument("--activation", default="silu")
     parser.add_argument("--scale-floor", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0, help="training data and model seed")
@@ -397,10 +480,21 @@ def parse_args(argv: Sequence[str] | None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    results = run(args.train_size, ks=args.ks, epochs=args.epochs, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, schedule=args.schedule, hidden=args.hidden,
-                  activation=args.activation, scale_floor=args.scale_floor, seed=args.seed,
-                  test_size=args.test_size, test_seed=args.test_seed, verify=not args.no_verify)
+    results = run(
+        args.train_size,
+        ks=args.ks,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        schedule=args.schedule,
+        hidden=args.hidden,
+        activation=args.activation,
+        scale_floor=args.scale_floor,
+        seed=args.seed,
+        test_size=args.test_size,
+        test_seed=args.test_seed,
+        verify=not args.no_verify,
+    )
     print()
     print(format_results(results))
     if args.check and not results["passed"]:

@@ -4,32 +4,89 @@ The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), 
 (`mdn_jax.model`), training (`mdn_jax.train`) and data (`mdn_jax.data`).
 """
 
-from mdn_jax.discretised import bits_per_channel, discretised_log_prob
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
-from mdn_jax.mixture import (FullMixture, JointMixture, Mixture, PerDimMixture, batch_shape,
-                             component_log_probs, component_means, component_variances,
-                             entropy_of_weights, event_size, full, joint, log_prob, log_weights, mean,
-                             most_probable_component, most_probable_mean, nll, num_components, per_dim,
-                             responsibilities, sample, select_component, structure, variance)
+from mdn_jax.discretised import bits_per_channel, discretised_log_prob
+from mdn_jax.mixture import (
+    FullMixture,
+    JointMixture,
+    Mixture,
+    PerDimMixture,
+    batch_shape,
+    component_log_probs,
+    component_means,
+    component_variances,
+    entropy_of_weights,
+    event_size,
+    full,
+    joint,
+    log_prob,
+    log_weights,
+    mean,
+    most_probable_component,
+    most_probable_mean,
+    nll,
+    num_components,
+    per_dim,
+    responsibilities,
+    sample,
+    select_component,
+    structure,
+    variance,
+)
 from mdn_jax.model import MDN, MDNHead, ModelConfig, apply, head_to_mixture
 from mdn_jax.model import init as init_model
-from mdn_jax.train import FitResult, Trainer, TrainConfig, TrainState, evaluate_nll, fit
+from mdn_jax.train import FitResult, TrainConfig, Trainer, TrainState, evaluate_nll, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     # mixture
-    "Mixture", "JointMixture", "PerDimMixture", "FullMixture", "joint", "per_dim", "full",
-    "log_prob", "nll", "sample", "mean", "variance", "most_probable_mean", "most_probable_component",
-    "select_component", "component_means", "component_variances", "component_log_probs",
-    "log_weights", "responsibilities", "entropy_of_weights", "structure", "num_components",
-    "event_size", "batch_shape",
+    "Mixture",
+    "JointMixture",
+    "PerDimMixture",
+    "FullMixture",
+    "joint",
+    "per_dim",
+    "full",
+    "log_prob",
+    "nll",
+    "sample",
+    "mean",
+    "variance",
+    "most_probable_mean",
+    "most_probable_component",
+    "select_component",
+    "component_means",
+    "component_variances",
+    "component_log_probs",
+    "log_weights",
+    "responsibilities",
+    "entropy_of_weights",
+    "structure",
+    "num_components",
+    "event_size",
+    "batch_shape",
     # discretised
-    "discretised_log_prob", "bits_per_channel",
+    "discretised_log_prob",
+    "bits_per_channel",
     # model
-    "ModelConfig", "MDN", "MDNHead", "init_model", "apply", "head_to_mixture",
+    "ModelConfig",
+    "MDN",
+    "MDNHead",
+    "init_model",
+    "apply",
+    "head_to_mixture",
     # train
-    "TrainConfig", "TrainState", "Trainer", "FitResult", "fit", "evaluate_nll",
+    "TrainConfig",
+    "TrainState",
+    "Trainer",
+    "FitResult",
+    "fit",
+    "evaluate_nll",
     # data
-    "DataError", "demo_images", "image_pairs", "load_images", "pixel_grid",
+    "DataError",
+    "demo_images",
+    "image_pairs",
+    "load_images",
+    "pixel_grid",
 ]

@@ -71,16 +71,23 @@ def _quiet():
 
 def _manager(directory: Path, **options) -> ocp.CheckpointManager:
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(
-        enable_async_checkpointing=False, **options))
+    return ocp.CheckpointManager(
+        directory,
+        item_handlers=handlers,
+        options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False, **options),
+    )
 
 
 def _layout(tree) -> dict[str, tuple]:
     """`{"params/trunk/0/kernel/value": (shape, dtype), ...}` for arrays or Orbax array metadata."""
+
     def name(key):
         return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
-    return {"/".join(map(name, path)): (tuple(leaf.shape), str(leaf.dtype))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    return {
+        "/".join(map(name, path)): (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def _epochs(directory: Path) -> list[int]:
@@ -108,9 +115,17 @@ def remove_unfinished(directory) -> list[Path]:
     return unfinished
 
 
-def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
-         train_config: train.TrainConfig, epoch: int, num_samples: int,
-         history: list[dict] | None = None, keep: int = 2) -> Path:
+def save(
+    directory,
+    *,
+    state: train.TrainState,
+    model_config: mdl.ModelConfig,
+    train_config: train.TrainConfig,
+    epoch: int,
+    num_samples: int,
+    history: list[dict] | None = None,
+    keep: int = 2,
+) -> Path:
     """Write the checkpoint for `epoch` to `directory/<epoch>/`, keep the newest `keep`; return its path.
 
     Synchronous: the checkpoint is complete on disk when this returns. Epochs must increase
@@ -127,22 +142,41 @@ def save(directory, *, state: train.TrainState, model_config: mdl.ModelConfig,
     # see the checkpoint another is about to write.
     latest = latest_epoch(directory)
     if latest is not None and epoch <= latest:
-        raise CheckpointError(f"{directory} already has a checkpoint for epoch {latest} and epoch {epoch} "
-                              "is not newer; save to another directory or delete the later checkpoints")
-    arrays = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-              "key": jax.random.key_data(state.key)}
-    meta = {"format": FORMAT, "epoch": epoch, "num_samples": int(num_samples),
-            "key_impl": str(jax.random.key_impl(state.key)), "model_config": model_config.to_dict(),
-            "train_config": train_config.to_dict(), "history": list(history or [])}
+        raise CheckpointError(
+            f"{directory} already has a checkpoint for epoch {latest} and epoch {epoch} "
+            "is not newer; save to another directory or delete the later checkpoints"
+        )
+    arrays = {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "step": state.step,
+        "key": jax.random.key_data(state.key),
+    }
+    meta = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "num_samples": int(num_samples),
+        "key_impl": str(jax.random.key_impl(state.key)),
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+        "history": list(history or []),
+    }
     with _quiet(), _manager(directory, max_to_keep=keep, create=True) as manager:
         # force: skip Orbax's save-interval policy (never silently drop a save); it does not overwrite.
-        manager.save(epoch, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
+        manager.save(
+            epoch,
+            force=True,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)
+            ),
+        )
         manager.wait_until_finished()
     return directory / str(epoch)
 
 
-def restore(directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Restored:
+def restore(
+    directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | None = None
+) -> Restored:
     """Load the checkpoint for `epoch` (default: the latest) from `directory`.
 
     The arrays come back on this process's first device, or replicated over `mesh` (which may
@@ -158,36 +192,64 @@ def restore(directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | No
         raise CheckpointError(f"no checkpoint in {directory}; train first or check the path")
     epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
-        raise CheckpointError(f"no checkpoint for epoch {epoch} in {directory}; available: {epochs}")
+        raise CheckpointError(
+            f"no checkpoint for epoch {epoch} in {directory}; available: {epochs}"
+        )
     where = directory / str(epoch)
     with _quiet(), _manager(directory, create=False) as manager:
         try:  # a hand-edited or foreign `meta` item: every way it can be wrong ends here
             meta = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
             if _entry(meta, "format") != FORMAT:
-                raise ValueError(f"format {meta['format']!r}, but this mdn_jax reads format {FORMAT}; use the "
-                                 "mdn_jax version that wrote it")
+                raise ValueError(
+                    f"format {meta['format']!r}, but this mdn_jax reads format {FORMAT}; use the "
+                    "mdn_jax version that wrote it"
+                )
             model_config = mdl.ModelConfig.from_dict(_entry(meta, "model_config"))
             train_config = train.TrainConfig.from_dict(_entry(meta, "train_config"))
             num_samples, key_impl = _positive(_entry(meta, "num_samples")), _entry(meta, "key_impl")
             history = _entry(meta, "history")
             if _entry(meta, "epoch") != epoch:
-                raise ValueError(f"it says epoch {meta['epoch']!r} but sits in the folder of epoch {epoch}")
-            if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
-                raise ValueError(f"history must be a list of per-epoch records, got {str(history)[:40]}")
+                raise ValueError(
+                    f"it says epoch {meta['epoch']!r} but sits in the folder of epoch {epoch}"
+                )
+            if not isinstance(history, list) or not all(
+                isinstance(record, dict) for record in history
+            ):
+                raise ValueError(
+                    f"history must be a list of per-epoch records, got {str(history)[:40]}"
+                )
             key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"unreadable checkpoint metadata in {where}: {_first_line(error)}") from None
+            raise CheckpointError(
+                f"unreadable checkpoint metadata in {where}: {_first_line(error)}"
+            ) from None
         # Abstract (shape-only) init: no initialiser runs or compiles; the graphdef is the real one.
-        graphdef, params = jax.eval_shape(lambda key: mdl.init(model_config, key=key), jax.random.key(0))
-        total_steps = train_config.epochs * train.steps_per_epoch(num_samples, train_config.batch_size)
-        trainer = train.Trainer(graphdef, train.make_optimizer(train_config, total_steps=total_steps))
+        graphdef, params = jax.eval_shape(
+            lambda key: mdl.init(model_config, key=key), jax.random.key(0)
+        )
+        total_steps = train_config.epochs * train.steps_per_epoch(
+            num_samples, train_config.batch_size
+        )
+        trainer = train.Trainer(
+            graphdef, train.make_optimizer(train_config, total_steps=total_steps)
+        )
         fresh = jax.eval_shape(lambda p: trainer.init(p, key=jax.random.key(0)), params)
         # Place every array explicitly: without a sharding Orbax reuses the saved one, which pins a
         # CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
-        placement = (jax.sharding.SingleDeviceSharding(jax.local_devices()[0]) if mesh is None
-                     else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement), {
-            "params": fresh.params, "opt_state": fresh.opt_state, "step": fresh.step, "key": key_data})
+        placement = (
+            jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            if mesh is None
+            else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        )
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement),
+            {
+                "params": fresh.params,
+                "opt_state": fresh.opt_state,
+                "step": fresh.step,
+                "key": key_data,
+            },
+        )
         # Files cut short, deleted or overwritten surface as any of tensorstore's and Orbax's
         # exception types, so this boundary catches them all and names the folder.
         try:
@@ -201,14 +263,19 @@ def restore(directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | No
                 f"checkpoint {where} does not match its stored config (hidden={model_config.hidden}, "
                 f"structure={model_config.structure!r}, clip_norm={train_config.clip_norm}): "
                 f"{path} is {stored.get(path, 'missing')} on disk but {wanted.get(path, 'absent')} "
-                "in the model and optimiser the config builds")
+                "in the model and optimiser the config builds"
+            )
         try:
-            arrays = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+            arrays = manager.restore(
+                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            ).state
         except Exception as error:
             raise CheckpointError(_damaged(where, error)) from None
     key = jax.random.wrap_key_data(arrays["key"], impl=key_impl)
     state = train.TrainState(arrays["params"], arrays["opt_state"], arrays["step"], key)
-    return Restored(state, graphdef, model_config, train_config, epoch, [dict(r) for r in history], num_samples)
+    return Restored(
+        state, graphdef, model_config, train_config, epoch, [dict(r) for r in history], num_samples
+    )
 
 
 def _entry(meta, name: str):
@@ -224,11 +291,15 @@ def _positive(value) -> int:
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)  # KeyError str() quotes
+    text = (
+        error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    )  # KeyError str() quotes
     text = str(text).splitlines()[0] if str(text) else type(error).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _damaged(where: Path, error: BaseException) -> str:
-    return (f"checkpoint {where} is damaged: its arrays cannot be read ({_first_line(error, 120)}); move that "
-            "folder away to resume from the previous checkpoint, if there is one, or train again")
+    return (
+        f"checkpoint {where} is damaged: its arrays cannot be read ({_first_line(error, 120)}); move that "
+        "folder away to resume from the previous checkpoint, if there is one, or train again"
+    )

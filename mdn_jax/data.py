@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -51,12 +51,16 @@ def to_rgb(array: np.ndarray, *, name: str = "image") -> np.ndarray:
     elif np.issubdtype(array.dtype, np.floating):
         pixels = np.clip(array.astype(np.float32), 0.0, 1.0)
     else:
-        raise DataError(f"{name}: unsupported pixel type {array.dtype}; save it as an 8- or 16-bit PNG")
+        raise DataError(
+            f"{name}: unsupported pixel type {array.dtype}; save it as an 8- or 16-bit PNG"
+        )
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 2, 3, 4):
-        raise DataError(f"{name}: expected a 2-D image with 1-4 channels, got pixel array of shape "
-                        f"{array.shape}; save it as a single-frame RGB PNG")
+        raise DataError(
+            f"{name}: expected a 2-D image with 1-4 channels, got pixel array of shape "
+            f"{array.shape}; save it as a single-frame RGB PNG"
+        )
     if not np.all(np.isfinite(pixels)):
         raise DataError(f"{name}: image has NaN or infinite pixels; save it without them")
     channels = pixels.shape[-1]
@@ -83,8 +87,10 @@ def check_pixels(pixels: int, *, what: str, fix: str) -> None:
     """Refuse more than `max_pixels()` pixels in one image, naming `what` and the `fix`."""
     limit = max_pixels()
     if limit and pixels > limit:
-        raise DataError(f"{what} is {pixels:,} pixels, more than the {limit:,} mdn-jax handles in one image "
-                        f"(Pillow's decompression-bomb limit); {fix}")
+        raise DataError(
+            f"{what} is {pixels:,} pixels, more than the {limit:,} mdn-jax handles in one image "
+            f"(Pillow's decompression-bomb limit); {fix}"
+        )
 
 
 _SHRINK = "shrink the file first (e.g. to 1024 pixels on its longest side): --size resizes only after decoding"
@@ -94,13 +100,17 @@ def _check_header(path: Path) -> None:
     """Refuse an image whose header claims more than `max_pixels()`, before decoding a pixel."""
     from PIL import Image
 
-    with warnings.catch_warnings():  # Pillow warns between its limit and twice it; we refuse instead
+    with (
+        warnings.catch_warnings()
+    ):  # Pillow warns between its limit and twice it; we refuse instead
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as image:  # lazy: reads the header only
                 width, height = image.size
             pixels, what = width * height, f"{path}: image of {width}x{height}"
-        except Image.DecompressionBombError as error:  # over twice the limit: Pillow refuses to open it
+        except (
+            Image.DecompressionBombError
+        ) as error:  # over twice the limit: Pillow refuses to open it
             claimed = re.search(r"\((\d+) pixels\)", str(error))
             pixels, what = int(claimed.group(1)) if claimed else max_pixels() + 1, f"{path}: image"
         except Exception:  # not an image Pillow knows: reading decides
@@ -116,7 +126,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{path}: no such file; check the path")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder; pass image files or use the folder as a training input")
+        raise DataError(
+            f"{path}: is a folder; pass image files or use the folder as a training input"
+        )
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes); replace it with a real image")
     _check_header(path)
@@ -131,8 +143,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         array = iio.imread(path, index=0, mode=mode) if mode else iio.imread(path, index=0)
     except Exception as error:  # imageio raises many types for undecodable files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"{path}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
-                        "replace it with a complete PNG, JPEG, GIF, BMP, TIFF or WebP file") from None
+        raise DataError(
+            f"{path}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
+            "replace it with a complete PNG, JPEG, GIF, BMP, TIFF or WebP file"
+        ) from None
     return to_rgb(array, name=str(path))
 
 
@@ -142,10 +156,14 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
-                raise DataError(f"{item}: folder has no image files ({', '.join(IMAGE_SUFFIXES)}); "
-                                "add images or pass files directly")
+                raise DataError(
+                    f"{item}: folder has no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                    "add images or pass files directly"
+                )
             paths.extend(found)
         elif item.exists():
             paths.append(item)
@@ -162,11 +180,15 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     if tuple(image.shape[:2]) == tuple(size):
         return image
-    out = jax.image.resize(image, (size[0], size[1], image.shape[2]), method="linear", antialias=True)
+    out = jax.image.resize(
+        image, (size[0], size[1], image.shape[2]), method="linear", antialias=True
+    )
     return np.clip(np.asarray(out, np.float32), 0.0, 1.0)
 
 
-def load_images(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_images(
+    inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Load images (files or folders) into `[N, H, W, 3]` float32.
 
     All images must share one size unless `size = (height, width)` asks for a resize.
@@ -180,7 +202,9 @@ def load_images(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | 
     shapes = {image.shape[:2] for image in images}
     if len(shapes) > 1:
         listing = ", ".join(f"{p.name} {i.shape[0]}x{i.shape[1]}" for p, i in zip(paths, images))
-        raise DataError(f"images have different sizes ({listing}); pass --size HxW to resize them all")
+        raise DataError(
+            f"images have different sizes ({listing}); pass --size HxW to resize them all"
+        )
     return np.stack(images)
 
 

@@ -22,10 +22,14 @@ from jax.scipy.special import log_ndtr
 from mdn_jax import mixture as mx
 
 EIGHT_BIT = 1.0 / 255.0
-_NARROW = 0.1  # below this width in standard deviations, a corrected midpoint rule is exact to ~1e-7
+_NARROW = (
+    0.1  # below this width in standard deviations, a corrected midpoint rule is exact to ~1e-7
+)
 
 
-def log_bin_mass(y, mean, scale, *, bin_width: float = EIGHT_BIT, low: float = 0.0, high: float = 1.0):
+def log_bin_mass(
+    y, mean, scale, *, bin_width: float = EIGHT_BIT, low: float = 0.0, high: float = 1.0
+):
     """Log of the mass of N(mean, scale^2) on y's bin (edge bins open), elementwise.
 
     Stable everywhere: the difference of CDFs is taken in the tail away from the mean
@@ -34,7 +38,9 @@ def log_bin_mass(y, mean, scale, *, bin_width: float = EIGHT_BIT, low: float = 0
     Gradients are finite in both regimes (the unused branch gets safe inputs).
     """
     half = 0.5 * bin_width
-    centred = y - mean  # first: exact when y and mean are close, so bin edges stay sharp at tiny scales
+    centred = (
+        y - mean
+    )  # first: exact when y and mean are close, so bin edges stay sharp at tiny scales
     upper = jnp.where(y + half >= high, jnp.inf, (centred + half) / scale)
     lower = jnp.where(y - half <= low, -jnp.inf, (centred - half) / scale)
     flip = lower > 0  # both ends above the mean: use the symmetric lower tail instead
@@ -49,13 +55,23 @@ def log_bin_mass(y, mean, scale, *, bin_width: float = EIGHT_BIT, low: float = 0
     # Narrow branch: w phi(m) (1 + w^2 (m^2 - 1) / 24), m the bin centre in standard units.
     mid = jnp.where(narrow, 0.5 * (hi + lo), 0.0)
     w = jnp.where(narrow, width, 1.0)
-    approx = (-0.5 * jnp.square(mid) - 0.5 * math.log(2 * math.pi) + jnp.log(w)
-              + jnp.log1p(jnp.square(w) * (jnp.square(mid) - 1.0) / 24.0))
+    approx = (
+        -0.5 * jnp.square(mid)
+        - 0.5 * math.log(2 * math.pi)
+        + jnp.log(w)
+        + jnp.log1p(jnp.square(w) * (jnp.square(mid) - 1.0) / 24.0)
+    )
     return jnp.where(narrow, approx, exact)
 
 
-def discretised_log_prob(mixture: mx.Mixture, y: jax.Array, *, bin_width: float = EIGHT_BIT,
-                         low: float = 0.0, high: float = 1.0) -> jax.Array:
+def discretised_log_prob(
+    mixture: mx.Mixture,
+    y: jax.Array,
+    *,
+    bin_width: float = EIGHT_BIT,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> jax.Array:
     """Log probability of the bins of `y [..., D]` under the mixture, `[...]` (nats).
 
     joint and per_dim: exact bin masses (products over dimensions inside a component).
@@ -67,9 +83,13 @@ def discretised_log_prob(mixture: mx.Mixture, y: jax.Array, *, bin_width: float 
         return mx.log_prob(mixture, y) + y.shape[-1] * math.log(bin_width)
     options = dict(bin_width=bin_width, low=low, high=high)
     if kind == "per_dim":
-        masses = log_bin_mass(y[..., :, None], mixture.means, mixture.scales, **options)  # [..., D, K]
+        masses = log_bin_mass(
+            y[..., :, None], mixture.means, mixture.scales, **options
+        )  # [..., D, K]
         return jnp.sum(jax.nn.logsumexp(mx.log_weights(mixture) + masses, axis=-1), axis=-1)
-    masses = jnp.sum(log_bin_mass(y[..., None, :], mixture.means, mixture.scales, **options), axis=-1)  # [..., K]
+    masses = jnp.sum(
+        log_bin_mass(y[..., None, :], mixture.means, mixture.scales, **options), axis=-1
+    )  # [..., K]
     return jax.nn.logsumexp(mx.log_weights(mixture) + masses, axis=-1)
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -34,12 +33,16 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call `write(temporary_path)` then rename the result to `path` (same folder, so atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
+    )
     os.close(handle)
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         write(temporary)
-        with open(temporary, "rb+") as handle:  # on disk before the rename, not only in the page cache
+        with open(
+            temporary, "rb+"
+        ) as handle:  # on disk before the rename, not only in the page cache
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -71,8 +74,13 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     return atomic_write(path, lambda temporary: iio.imwrite(temporary, pixels, extension=".png"))
 
 
-def grid(images: Sequence[np.ndarray] | np.ndarray, *, columns: int | None = None, pad: int = 2,
-         background: float = 1.0) -> np.ndarray:
+def grid(
+    images: Sequence[np.ndarray] | np.ndarray,
+    *,
+    columns: int | None = None,
+    pad: int = 2,
+    background: float = 1.0,
+) -> np.ndarray:
     """Lay `[N, H, W, 3]` images out in a grid with `pad` pixels between them, `[rows*H', cols*W', 3]`."""
     images = [np.asarray(image, np.float32) for image in images]
     if not images:
@@ -82,15 +90,19 @@ def grid(images: Sequence[np.ndarray] | np.ndarray, *, columns: int | None = Non
     rows = -(-count // columns)
     height = max(image.shape[0] for image in images)
     width = max(image.shape[1] for image in images)
-    canvas = np.full((rows * (height + pad) + pad, columns * (width + pad) + pad, 3), background, np.float32)
+    canvas = np.full(
+        (rows * (height + pad) + pad, columns * (width + pad) + pad, 3), background, np.float32
+    )
     for index, image in enumerate(images):
         r, c = divmod(index, columns)
         top, left = pad + r * (height + pad), pad + c * (width + pad)
-        canvas[top:top + image.shape[0], left:left + image.shape[1]] = image[..., :3]
+        canvas[top : top + image.shape[0], left : left + image.shape[1]] = image[..., :3]
     return canvas
 
 
-def montage_frame(training_images: np.ndarray, render: np.ndarray, *, label: str = "") -> np.ndarray:
+def montage_frame(
+    training_images: np.ndarray, render: np.ndarray, *, label: str = ""
+) -> np.ndarray:
     """One GIF frame: the training images in a row, the current render beside them.
 
     A caption strip (e.g. 'epoch 40') is drawn under the images when `label` is given.
@@ -105,8 +117,13 @@ def montage_frame(training_images: np.ndarray, render: np.ndarray, *, label: str
     return np.concatenate([row, np.asarray(strip, np.float32) / 255.0], axis=0)
 
 
-def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *, seconds_per_frame: float = 0.25,
-             hold_last: float = 1.5) -> Path:
+def save_gif(
+    path: str | os.PathLike,
+    frames: Sequence[np.ndarray],
+    *,
+    seconds_per_frame: float = 0.25,
+    hold_last: float = 1.5,
+) -> Path:
     """Write frames (float `[H, W, 3]`, same size) as a looping GIF, atomically."""
     import imageio.v3 as iio
 
@@ -116,12 +133,21 @@ def save_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], *, seconds_p
     durations = [int(seconds_per_frame * 1000)] * (len(frames) - 1) + [int(hold_last * 1000)]
     if len(frames) == 1:  # Pillow's single-frame GIF writer takes one duration, not a list
         durations = durations[0]
-    return atomic_write(path, lambda temporary: iio.imwrite(
-        temporary, np.stack(frames), extension=".gif", duration=durations, loop=0))
+    return atomic_write(
+        path,
+        lambda temporary: iio.imwrite(
+            temporary, np.stack(frames), extension=".gif", duration=durations, loop=0
+        ),
+    )
 
 
-def line_chart(series: dict[str, Sequence[float]], *, title: str = "", xlabel: str = "epoch",
-               size: tuple[int, int] = (640, 400)) -> np.ndarray:
+def line_chart(
+    series: dict[str, Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "epoch",
+    size: tuple[int, int] = (640, 400),
+) -> np.ndarray:
     """A plain line chart of one or more series over their index, `[H, W, 3]` float in [0, 1]."""
     from PIL import Image, ImageDraw
 
@@ -160,6 +186,9 @@ def line_chart(series: dict[str, Sequence[float]], *, title: str = "", xlabel: s
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         elif points:
-            draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
+            draw.ellipse(
+                [points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2],
+                fill=colour,
+            )
         draw.text((left + plot_w - 150, top + 6 + 14 * index), name, fill=colour)
     return np.asarray(image, np.float32) / 255.0

@@ -42,7 +42,9 @@ def _chunk_errors(graphdef, params, positions, images):
     per_component = jnp.sum(errors, axis=1)  # over pixels: [N, K]
     closest = jnp.sum(jnp.min(errors, axis=-1), axis=1)  # min over K, sum over pixels: [N]
     log_likelihood = jnp.sum(jax.vmap(lambda y: mx.log_prob(mixture, y))(images), axis=1)  # [N]
-    log_mass = jnp.sum(jax.vmap(lambda y: dz.discretised_log_prob(mixture, y))(images), axis=1)  # [N]
+    log_mass = jnp.sum(
+        jax.vmap(lambda y: dz.discretised_log_prob(mixture, y))(images), axis=1
+    )  # [N]
     return per_component, closest, log_likelihood, log_mass
 
 
@@ -68,14 +70,18 @@ def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int 
     per_component, closest = np.asarray(per_component) / count, np.asarray(closest) / count
     return {
         "nll_nats": float(-np.sum(log_likelihood) / (n * height * width)),
-        "bits_per_channel": float(-np.sum(log_mass) / (n * height * width * channels * np.log(2.0))),
+        "bits_per_channel": float(
+            -np.sum(log_mass) / (n * height * width * channels * np.log(2.0))
+        ),
         "component_psnr": [round(float(v), 3) for v in psnr(per_component.min(axis=1))],
         "coverage_psnr": [round(float(v), 3) for v in psnr(closest)],
         "best_component": [int(k) for k in per_component.argmin(axis=1)],
     }
 
 
-def collapse_diagnostics(mixture: mx.Mixture, *, scale_floor: float, floor_tolerance: float = 1e-3) -> dict:
+def collapse_diagnostics(
+    mixture: mx.Mixture, *, scale_floor: float, floor_tolerance: float = 1e-3
+) -> dict:
     """Signs of mixture collapse over a batch of inputs (mixture batch `[B]`).
 
     - `effective_components`: exp of the entropy of the average weights, in [1, K]: K when all
@@ -87,7 +93,9 @@ def collapse_diagnostics(mixture: mx.Mixture, *, scale_floor: float, floor_toler
     """
     weights = jax.nn.softmax(mixture.logits, axis=-1)
     average = jnp.mean(weights.reshape(-1, weights.shape[-1]), axis=0)  # [K]
-    entropy = -jnp.sum(jnp.where(average > 0, average * jnp.log(jnp.where(average > 0, average, 1.0)), 0.0))
+    entropy = -jnp.sum(
+        jnp.where(average > 0, average * jnp.log(jnp.where(average > 0, average, 1.0)), 0.0)
+    )
     winners = mx.most_probable_component(mixture).reshape(-1)
     used = jnp.zeros(weights.shape[-1], bool).at[winners].set(True)
     if mx.structure(mixture) == "full":
@@ -95,6 +103,8 @@ def collapse_diagnostics(mixture: mx.Mixture, *, scale_floor: float, floor_toler
     else:
         scales = mixture.scales
     at_floor = jnp.mean(scales <= scale_floor * (1.0 + floor_tolerance))
-    return {"effective_components": round(float(jnp.exp(entropy)), 4),
-            "unused_components": int(weights.shape[-1] - jnp.sum(used)),
-            "scales_at_floor": round(float(at_floor), 4)}
+    return {
+        "effective_components": round(float(jnp.exp(entropy)), 4),
+        "unused_components": int(weights.shape[-1] - jnp.sum(used)),
+        "scales_at_floor": round(float(at_floor), 4),
+    }

@@ -18,7 +18,7 @@ components are combined with `logsumexp`; no probability is ever multiplied or `
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ class FullMixture(NamedTuple):
     scale_tril: jax.Array  # [..., K, D, D]
 
 
-Mixture = Union[JointMixture, PerDimMixture, FullMixture]
+Mixture = JointMixture | PerDimMixture | FullMixture
 
 
 def joint(logits, means, scales) -> JointMixture:
@@ -75,14 +75,18 @@ def full(logits, means, scale_tril) -> FullMixture:
     logits, means, scale_tril = map(jnp.asarray, (logits, means, scale_tril))
     _check_shapes("full", logits.shape + means.shape[-1:], means.shape, scale_tril.shape[:-1])
     if scale_tril.shape[-1] != scale_tril.shape[-2]:
-        raise ValueError(f"full: scale_tril must be square in its last two axes, got {scale_tril.shape}")
+        raise ValueError(
+            f"full: scale_tril must be square in its last two axes, got {scale_tril.shape}"
+        )
     return FullMixture(logits, means, jnp.tril(scale_tril))
 
 
 def _check_shapes(name, *shapes):
     if len(set(shapes)) != 1:
-        raise ValueError(f"{name}: logits, means and scales disagree on shape: got {shapes}; "
-                         f"see the docstring of mdn_jax.{name} for the expected layout")
+        raise ValueError(
+            f"{name}: logits, means and scales disagree on shape: got {shapes}; "
+            f"see the docstring of mdn_jax.{name} for the expected layout"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +101,9 @@ def structure(mixture: Mixture) -> str:
         return "per_dim"
     if isinstance(mixture, FullMixture):
         return "full"
-    raise TypeError(f"expected a mixture from mdn_jax.joint/per_dim/full, got {type(mixture).__name__}")
+    raise TypeError(
+        f"expected a mixture from mdn_jax.joint/per_dim/full, got {type(mixture).__name__}"
+    )
 
 
 def num_components(mixture: Mixture) -> int:
@@ -112,7 +118,9 @@ def event_size(mixture: Mixture) -> int:
 
 def batch_shape(mixture: Mixture) -> tuple[int, ...]:
     """The leading batch axes `...`."""
-    return mixture.logits.shape[:-2] if structure(mixture) == "per_dim" else mixture.logits.shape[:-1]
+    return (
+        mixture.logits.shape[:-2] if structure(mixture) == "per_dim" else mixture.logits.shape[:-1]
+    )
 
 
 def log_weights(mixture: Mixture) -> jax.Array:
@@ -184,12 +192,16 @@ def _forward_substitution(tril: jax.Array, b: jax.Array) -> jax.Array:
     """
     d = b.shape[-1]
     if d > _UNROLLED_SOLVE_MAX_D:
-        return jax.lax.linalg.triangular_solve(tril, b[..., None], left_side=True, lower=True)[..., 0]
+        return jax.lax.linalg.triangular_solve(tril, b[..., None], left_side=True, lower=True)[
+            ..., 0
+        ]
     solved = []
     for i in range(d):
         partial = b[..., i]
         if solved:
-            partial = partial - jnp.einsum("...j,...j->...", tril[..., i, :i], jnp.stack(solved, axis=-1))
+            partial = partial - jnp.einsum(
+                "...j,...j->...", tril[..., i, :i], jnp.stack(solved, axis=-1)
+            )
         solved.append(partial / tril[..., i, i])
     return jnp.stack(solved, axis=-1)
 
@@ -273,9 +285,14 @@ def most_probable_mean(mixture: Mixture) -> jax.Array:
 # Sampling.
 
 
-def sample(key: jax.Array, mixture: Mixture, *, sample_shape: tuple[int, ...] = (),
-           temperature: float | jax.Array = 1.0,
-           sigma_temperature: float | jax.Array = 1.0) -> jax.Array:
+def sample(
+    key: jax.Array,
+    mixture: Mixture,
+    *,
+    sample_shape: tuple[int, ...] = (),
+    temperature: float | jax.Array = 1.0,
+    sigma_temperature: float | jax.Array = 1.0,
+) -> jax.Array:
     """Draw samples, `sample_shape + [..., D]`.
 
     The component is drawn with weights `softmax(logits / temperature)`; the draw inside it has

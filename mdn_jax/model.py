@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,12 @@ from mdn_jax import mixture as mx
 
 STRUCTURES = ("joint", "per_dim", "full")
 ACTIVATIONS = {
-    "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh,
-    "softplus": jax.nn.softplus, "elu": jax.nn.elu,
+    "relu": jax.nn.relu,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus,
+    "elu": jax.nn.elu,
 }
 MEAN_ACTIVATIONS = ("none", "sigmoid")
 DTYPES = ("float32", "bfloat16")
@@ -83,8 +88,10 @@ class ModelConfig:
             try:
                 rows = tuple(tuple(float(v) for v in row) for row in self.mean_init)
             except (TypeError, ValueError):
-                raise ValueError(f"mean_init must be {self.components} rows of {self.out_features} numbers, "
-                                 f"got {self.mean_init!r}") from None
+                raise ValueError(
+                    f"mean_init must be {self.components} rows of {self.out_features} numbers, "
+                    f"got {self.mean_init!r}"
+                ) from None
             object.__setattr__(self, "mean_init", rows)
         for name in ("input_offset", "input_scale"):
             value = getattr(self, name)
@@ -96,16 +103,19 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"model config has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"model config has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**values)
 
 
 def validate(config: ModelConfig) -> None:
     """Raise ValueError naming the bad field and the fix."""
+
     def positive_int(name, value):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -116,25 +126,41 @@ def validate(config: ModelConfig) -> None:
     for width in config.hidden:
         positive_int("every hidden width", width)
     if config.structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)}, got {config.structure!r}")
+        raise ValueError(
+            f"structure must be one of {', '.join(STRUCTURES)}, got {config.structure!r}"
+        )
     if config.activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}")
+        raise ValueError(
+            f"activation must be one of {', '.join(ACTIVATIONS)}, got {config.activation!r}"
+        )
     if config.mean_activation not in MEAN_ACTIVATIONS:
-        raise ValueError(f"mean_activation must be 'none' or 'sigmoid', got {config.mean_activation!r}")
-    if not (isinstance(config.scale_floor, (int, float)) and math.isfinite(config.scale_floor)
-            and config.scale_floor > 0):
+        raise ValueError(
+            f"mean_activation must be 'none' or 'sigmoid', got {config.mean_activation!r}"
+        )
+    if not (
+        isinstance(config.scale_floor, (int, float))
+        and math.isfinite(config.scale_floor)
+        and config.scale_floor > 0
+    ):
         raise ValueError(f"scale_floor must be a positive number, got {config.scale_floor!r}")
     for name in ("input_offset", "input_scale"):
         value = getattr(config, name)
         if value is not None:
             if len(value) != config.in_features:
-                raise ValueError(f"{name} needs {config.in_features} values (one per input), got {len(value)}")
+                raise ValueError(
+                    f"{name} needs {config.in_features} values (one per input), got {len(value)}"
+                )
             if not all(math.isfinite(v) for v in value):
                 raise ValueError(f"{name} must be finite, got {value}")
     if not isinstance(config.fourier_features, int) or config.fourier_features < 0:
-        raise ValueError(f"fourier_features must be a non-negative integer, got {config.fourier_features!r}")
-    if not (isinstance(config.fourier_scale, (int, float)) and math.isfinite(config.fourier_scale)
-            and config.fourier_scale > 0):
+        raise ValueError(
+            f"fourier_features must be a non-negative integer, got {config.fourier_features!r}"
+        )
+    if not (
+        isinstance(config.fourier_scale, (int, float))
+        and math.isfinite(config.fourier_scale)
+        and config.fourier_scale > 0
+    ):
         raise ValueError(f"fourier_scale must be a positive number, got {config.fourier_scale!r}")
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
@@ -143,20 +169,34 @@ def validate(config: ModelConfig) -> None:
     if config.mean_init is not None:
         shape = (len(config.mean_init), *{len(row) for row in config.mean_init})
         if shape != (config.components, config.out_features):
-            raise ValueError(f"mean_init must be {config.components} rows (components) of {config.out_features} "
-                             f"values (outputs), got {len(config.mean_init)} rows of lengths "
-                             f"{sorted({len(row) for row in config.mean_init})}")
+            raise ValueError(
+                f"mean_init must be {config.components} rows (components) of {config.out_features} "
+                f"values (outputs), got {len(config.mean_init)} rows of lengths "
+                f"{sorted({len(row) for row in config.mean_init})}"
+            )
         if not all(math.isfinite(v) for row in config.mean_init for v in row):
             raise ValueError("mean_init must be finite")
-        if config.mean_activation == "sigmoid" and not all(0 < v < 1 for row in config.mean_init for v in row):
+        if config.mean_activation == "sigmoid" and not all(
+            0 < v < 1 for row in config.mean_init for v in row
+        ):
             raise ValueError("mean_init must lie in (0, 1) with mean_activation='sigmoid'")
-    if not (isinstance(config.head_init_scale, (int, float)) and math.isfinite(config.head_init_scale)
-            and config.head_init_scale > 0):
-        raise ValueError(f"head_init_scale must be a positive number, got {config.head_init_scale!r}")
+    if not (
+        isinstance(config.head_init_scale, (int, float))
+        and math.isfinite(config.head_init_scale)
+        and config.head_init_scale > 0
+    ):
+        raise ValueError(
+            f"head_init_scale must be a positive number, got {config.head_init_scale!r}"
+        )
 
 
-def head_size(config: ModelConfig | None = None, *, structure: str | None = None,
-              components: int | None = None, out_features: int | None = None) -> int:
+def head_size(
+    config: ModelConfig | None = None,
+    *,
+    structure: str | None = None,
+    components: int | None = None,
+    out_features: int | None = None,
+) -> int:
     """Number of raw head outputs for a structure, K and D (from `config` or keywords)."""
     structure = structure or config.structure
     k = components or config.components
@@ -174,16 +214,33 @@ class MDNHead(nnx.Module):
     Use it on top of your own NNX trunk; `MDN` below is this head on an MLP trunk.
     """
 
-    def __init__(self, in_features: int, *, out_features: int, components: int,
-                 structure: str = "joint", scale_floor: float = 1e-3, mean_activation: str = "none",
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        out_features: int,
+        components: int,
+        structure: str = "joint",
+        scale_floor: float = 1e-3,
+        mean_activation: str = "none",
+        rngs: nnx.Rngs,
+    ):
         # Validate through the same checks as a full model config.
-        ModelConfig(out_features=out_features, components=components, structure=structure,
-                    scale_floor=scale_floor, mean_activation=mean_activation)
+        ModelConfig(
+            out_features=out_features,
+            components=components,
+            structure=structure,
+            scale_floor=scale_floor,
+            mean_activation=mean_activation,
+        )
         # A tuple, not a dict: static module attributes must be hashable for the graphdef.
-        self.options = (("structure", structure), ("components", components),
-                        ("out_features", out_features), ("scale_floor", scale_floor),
-                        ("mean_activation", mean_activation))
+        self.options = (
+            ("structure", structure),
+            ("components", components),
+            ("out_features", out_features),
+            ("scale_floor", scale_floor),
+            ("mean_activation", mean_activation),
+        )
         size = head_size(structure=structure, components=components, out_features=out_features)
         self.linear = nnx.Linear(in_features, size, rngs=rngs)
 
@@ -201,10 +258,18 @@ class MDN(nnx.Module):
         # bfloat16: each layer casts its float32 input and kernel to bfloat16 for the product (the
         # params stay float32, so gradients and Adam do too); None keeps float32 as it was.
         compute = None if config.dtype == "float32" else jnp.dtype(config.dtype)
-        self.trunk = nnx.List([nnx.Linear(a, b, dtype=compute, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
-        self.head = MDNHead(widths[-1], out_features=config.out_features, components=config.components,
-                            structure=config.structure, scale_floor=config.scale_floor,
-                            mean_activation=config.mean_activation, rngs=rngs)
+        self.trunk = nnx.List(
+            [nnx.Linear(a, b, dtype=compute, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+        )
+        self.head = MDNHead(
+            widths[-1],
+            out_features=config.out_features,
+            components=config.components,
+            structure=config.structure,
+            scale_floor=config.scale_floor,
+            mean_activation=config.mean_activation,
+            rngs=rngs,
+        )
         if config.head_init_scale != 1.0:
             self.head.linear.kernel[...] = self.head.linear.kernel[...] * config.head_init_scale
         if config.mean_init is not None:
@@ -237,7 +302,9 @@ def fourier_matrix(config: ModelConfig):
     import numpy as np
 
     rng = np.random.default_rng(config.fourier_seed)
-    return (rng.normal(size=(config.in_features, config.fourier_features)) * config.fourier_scale).astype(np.float32)
+    return (
+        rng.normal(size=(config.in_features, config.fourier_features)) * config.fourier_scale
+    ).astype(np.float32)
 
 
 def fourier_encode(x: jax.Array, frequencies) -> jax.Array:
@@ -246,8 +313,15 @@ def fourier_encode(x: jax.Array, frequencies) -> jax.Array:
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def head_to_mixture(raw: jax.Array, *, structure: str, components: int, out_features: int,
-                    scale_floor: float, mean_activation: str = "none") -> mx.Mixture:
+def head_to_mixture(
+    raw: jax.Array,
+    *,
+    structure: str,
+    components: int,
+    out_features: int,
+    scale_floor: float,
+    mean_activation: str = "none",
+) -> mx.Mixture:
     """Turn raw head outputs `[..., head_size]` into a mixture with batch shape `[...]`.
 
     Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor`; means are the raw values
@@ -264,11 +338,12 @@ def head_to_mixture(raw: jax.Array, *, structure: str, components: int, out_feat
 
     if structure == "per_dim":
         logits, means, scales = jnp.split(raw.reshape(batch + (3, d, k)), 3, axis=-3)
-        return mx.PerDimMixture(logits[..., 0, :, :], location(means[..., 0, :, :]),
-                                positive(scales[..., 0, :, :]))
+        return mx.PerDimMixture(
+            logits[..., 0, :, :], location(means[..., 0, :, :]), positive(scales[..., 0, :, :])
+        )
     logits = raw[..., :k]
-    means = location(raw[..., k:k + k * d].reshape(batch + (k, d)))
-    rest = raw[..., k + k * d:]
+    means = location(raw[..., k : k + k * d].reshape(batch + (k, d)))
+    rest = raw[..., k + k * d :]
     if structure == "joint":
         return mx.JointMixture(logits, means, positive(rest.reshape(batch + (k, d))))
     rows, cols = jnp.tril_indices(d)
@@ -318,9 +393,13 @@ def spread_means(ys, components: int, *, seed: int = 0) -> tuple[tuple[float, ..
 
 def head_options(config: ModelConfig) -> dict[str, Any]:
     """The keyword arguments of `head_to_mixture` for a model config."""
-    return dict(structure=config.structure, components=config.components,
-                out_features=config.out_features, scale_floor=config.scale_floor,
-                mean_activation=config.mean_activation)
+    return dict(
+        structure=config.structure,
+        components=config.components,
+        out_features=config.out_features,
+        scale_floor=config.scale_floor,
+        mean_activation=config.mean_activation,
+    )
 
 
 def init(config: ModelConfig, *, key: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:

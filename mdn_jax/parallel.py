@@ -44,13 +44,20 @@ def data_mesh(devices: int | None = None) -> Mesh:
     if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
     if devices > available:
-        raise ValueError(f"--devices {devices} asks for more devices than the {available} {describe_platform()} "
-                         f"device(s) JAX sees; use --devices {available} or less (on CPU, emulate more with "
-                         f"XLA_FLAGS=--xla_force_host_platform_device_count={devices})")
+        raise ValueError(
+            f"--devices {devices} asks for more devices than the {available} {describe_platform()} "
+            f"device(s) JAX sees; use --devices {available} or less (on CPU, emulate more with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices})"
+        )
     if devices % processes:
-        raise ValueError(f"--devices {devices} does not divide over {processes} processes; use a multiple of "
-                         f"{processes}")
-    grid = [[d for d in jax.devices() if d.process_index == p][:devices // processes] for p in range(processes)]
+        raise ValueError(
+            f"--devices {devices} does not divide over {processes} processes; use a multiple of "
+            f"{processes}"
+        )
+    grid = [
+        [d for d in jax.devices() if d.process_index == p][: devices // processes]
+        for p in range(processes)
+    ]
     return Mesh(np.array(grid), AXES, axis_types=(AxisType.Auto,) * len(AXES))
 
 
@@ -60,9 +67,13 @@ def local_mesh(devices: int | None = None) -> Mesh:
     available = jax.local_device_count()
     devices = available if devices is None else devices
     if not isinstance(devices, int) or isinstance(devices, bool) or not 1 <= devices <= available:
-        raise ValueError(f"devices must be an integer from 1 to the {available} local {describe_platform()} "
-                         f"device(s), got {devices!r}")
-    return Mesh(np.array([jax.local_devices()[:devices]]), AXES, axis_types=(AxisType.Auto,) * len(AXES))
+        raise ValueError(
+            f"devices must be an integer from 1 to the {available} local {describe_platform()} "
+            f"device(s), got {devices!r}"
+        )
+    return Mesh(
+        np.array([jax.local_devices()[:devices]]), AXES, axis_types=(AxisType.Auto,) * len(AXES)
+    )
 
 
 def describe_platform() -> str:
@@ -74,7 +85,9 @@ def describe(mesh: Mesh) -> str:
     size, platform = mesh.devices.size, mesh.devices.flat[0].platform
     text = f"{size} {platform} device{'s' if size > 1 else ''}"
     processes = mesh.devices.shape[0]
-    return text + (f" ({mesh.devices.shape[1]} on each of {processes} processes)" if processes > 1 else "")
+    return text + (
+        f" ({mesh.devices.shape[1]} on each of {processes} processes)" if processes > 1 else ""
+    )
 
 
 def check_batch_size(batch_size: int, count: int) -> None:
@@ -83,8 +96,10 @@ def check_batch_size(batch_size: int, count: int) -> None:
     if batch_size % count:
         below, above = batch_size // count * count, -(-batch_size // count) * count
         nearest = f"--batch-size {below} or {above}" if below else f"--batch-size {above}"
-        raise ValueError(f"batch size {batch_size} does not split evenly over {count} devices; use {nearest} "
-                         f"(a multiple of {count}) or other --devices")
+        raise ValueError(
+            f"batch size {batch_size} does not split evenly over {count} devices; use {nearest} "
+            f"(a multiple of {count}) or other --devices"
+        )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -122,8 +137,13 @@ def local(tree: Any) -> Any:
     on replicated inputs would otherwise run on every device (repeating the work), or, with
     devices of other processes in the sharding, need every process to take part.
     """
+
     def first(leaf):
-        if isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1 and leaf.is_fully_replicated:
+        if (
+            isinstance(leaf, jax.Array)
+            and len(leaf.sharding.device_set) > 1
+            and leaf.is_fully_replicated
+        ):
             return leaf.addressable_data(0)
         return leaf
 
@@ -145,7 +165,10 @@ def gather_from_processes(values, mesh: Mesh) -> np.ndarray:
     if mesh.devices.shape[0] == 1:
         return values[None]
     spread = jax.make_array_from_process_local_data(
-        NamedSharding(mesh, PartitionSpec(PROCESS)), values[None], (mesh.devices.shape[0],) + values.shape)
+        NamedSharding(mesh, PartitionSpec(PROCESS)),
+        values[None],
+        (mesh.devices.shape[0],) + values.shape,
+    )
     return np.asarray(_replicating_identity(mesh)(spread))
 
 
@@ -169,9 +192,12 @@ def put_training_data(xs: np.ndarray, mesh: Mesh, *, max_rows: int) -> jax.Array
     if mesh.devices.shape[0] == 1:
         return jax.device_put(xs, replicated(mesh))
     padded = np.zeros((1, max_rows) + xs.shape[1:], xs.dtype)
-    padded[0, :xs.shape[0]] = xs
+    padded[0, : xs.shape[0]] = xs
     return jax.make_array_from_process_local_data(
-        NamedSharding(mesh, PartitionSpec(PROCESS)), padded, (mesh.devices.shape[0],) + padded.shape[1:])
+        NamedSharding(mesh, PartitionSpec(PROCESS)),
+        padded,
+        (mesh.devices.shape[0],) + padded.shape[1:],
+    )
 
 
 def put_batch_indices(batch_indices: np.ndarray, mesh: Mesh) -> jax.Array:
@@ -180,5 +206,7 @@ def put_batch_indices(batch_indices: np.ndarray, mesh: Mesh) -> jax.Array:
         return jax.device_put(batch_indices, NamedSharding(mesh, PartitionSpec(None, AXES)))
     local_part = batch_indices[:, None, :]
     return jax.make_array_from_process_local_data(
-        NamedSharding(mesh, PartitionSpec(None, PROCESS, DEVICE)), local_part,
-        (local_part.shape[0], mesh.devices.shape[0], local_part.shape[2]))
+        NamedSharding(mesh, PartitionSpec(None, PROCESS, DEVICE)),
+        local_part,
+        (local_part.shape[0], mesh.devices.shape[0], local_part.shape[2]),
+    )

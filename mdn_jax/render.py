@@ -26,6 +26,7 @@ Methods (`METHODS`):
 from __future__ import annotations
 
 import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,13 +39,33 @@ METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
 DEFAULT_PIXELS_PER_CHUNK = 65536
 
 # A perceptually ordered dark-to-bright map (control points of matplotlib's 'magma').
-_HEAT = np.array([[0.001, 0.000, 0.014], [0.231, 0.059, 0.439], [0.550, 0.161, 0.506],
-                  [0.868, 0.288, 0.409], [0.994, 0.624, 0.427], [0.987, 0.991, 0.750]], np.float32)
+_HEAT = np.array(
+    [
+        [0.001, 0.000, 0.014],
+        [0.231, 0.059, 0.439],
+        [0.550, 0.161, 0.506],
+        [0.868, 0.288, 0.409],
+        [0.994, 0.624, 0.427],
+        [0.987, 0.991, 0.750],
+    ],
+    np.float32,
+)
 # Distinct colours for component maps (Tableau 10), cycled with darkening past 10.
-_PALETTE = np.array([[0.122, 0.467, 0.706], [1.000, 0.498, 0.055], [0.173, 0.627, 0.173],
-                     [0.839, 0.153, 0.157], [0.580, 0.404, 0.741], [0.549, 0.337, 0.294],
-                     [0.890, 0.467, 0.761], [0.498, 0.498, 0.498], [0.737, 0.741, 0.133],
-                     [0.090, 0.745, 0.812]], np.float32)
+_PALETTE = np.array(
+    [
+        [0.122, 0.467, 0.706],
+        [1.000, 0.498, 0.055],
+        [0.173, 0.627, 0.173],
+        [0.839, 0.153, 0.157],
+        [0.580, 0.404, 0.741],
+        [0.549, 0.337, 0.294],
+        [0.890, 0.467, 0.761],
+        [0.498, 0.498, 0.498],
+        [0.737, 0.741, 0.133],
+        [0.090, 0.745, 0.812],
+    ],
+    np.float32,
+)
 
 
 def heat_colours(values: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
@@ -72,8 +93,20 @@ def _positions(pixel_ids: jax.Array, height, width) -> jax.Array:
     return jnp.stack([(rows + 0.5) / height, (cols + 0.5) / width], axis=-1).astype(jnp.float32)
 
 
-def _tile_values(graphdef, params, pixel_ids, height, width, key, component, temperature,
-                 sigma_temperature, *, method: str, num_samples: int):
+def _tile_values(
+    graphdef,
+    params,
+    pixel_ids,
+    height,
+    width,
+    key,
+    component,
+    temperature,
+    sigma_temperature,
+    *,
+    method: str,
+    num_samples: int,
+):
     """Values for one tile of pixel indices `[TILE]`: `[TILE, D]`, `[TILE]` or `[N, TILE, D]`."""
     mixture = mdl.apply(graphdef, params, _positions(pixel_ids, height, width))  # batch [TILE]
     if method == "mode":
@@ -89,7 +122,9 @@ def _tile_values(graphdef, params, pixel_ids, height, width, key, component, tem
 
     def one_sample(sample_key):  # -> [TILE, D]
         pixel_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(sample_key, pixel_ids)
-        draw = functools.partial(mx.sample, temperature=temperature, sigma_temperature=sigma_temperature)
+        draw = functools.partial(
+            mx.sample, temperature=temperature, sigma_temperature=sigma_temperature
+        )
         return jax.vmap(draw)(pixel_keys, mixture)
 
     sample_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_samples))
@@ -97,8 +132,22 @@ def _tile_values(graphdef, params, pixel_ids, height, width, key, component, tem
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "method", "chunk", "num_samples", "mesh"))
-def _render_chunk(graphdef, params, start, height, width, key, component, temperature,
-                  sigma_temperature, *, method: str, chunk: int, num_samples: int, mesh=None):
+def _render_chunk(
+    graphdef,
+    params,
+    start,
+    height,
+    width,
+    key,
+    component,
+    temperature,
+    sigma_temperature,
+    *,
+    method: str,
+    chunk: int,
+    num_samples: int,
+    mesh=None,
+):
     """Values for pixels `start .. start + chunk`: `[chunk, D]`, `[chunk]` or `[N, chunk, D]`.
 
     The chunk is computed as a `lax.map` over tiles of `TILE` pixels: every pixel goes through
@@ -107,18 +156,35 @@ def _render_chunk(graphdef, params, start, height, width, key, component, temper
     With a `mesh` of S devices the tiles are laid out `[S, chunk / (S * TILE), TILE]`, the first
     axis split over the devices, and each device maps the same tile computation over its own.
     """
+
     def tile_values(ids):
-        return _tile_values(graphdef, params, ids, height, width, key, component, temperature,
-                            sigma_temperature, method=method, num_samples=num_samples)
+        return _tile_values(
+            graphdef,
+            params,
+            ids,
+            height,
+            width,
+            key,
+            component,
+            temperature,
+            sigma_temperature,
+            method=method,
+            num_samples=num_samples,
+        )
 
     ids = start + jnp.arange(chunk, dtype=jnp.int32)
     if mesh is None:
-        values = jax.lax.map(tile_values, ids.reshape(chunk // TILE, TILE))  # [tiles, (N,) TILE, ...]
+        values = jax.lax.map(
+            tile_values, ids.reshape(chunk // TILE, TILE)
+        )  # [tiles, (N,) TILE, ...]
     else:
         shards = mesh.devices.size
-        ids = jax.lax.with_sharding_constraint(ids.reshape(shards, chunk // (shards * TILE), TILE),
-                                               parallel.batch_sharding(mesh))
-        values = jax.vmap(lambda own: jax.lax.map(tile_values, own))(ids)  # [S, tiles / S, (N,) TILE, ...]
+        ids = jax.lax.with_sharding_constraint(
+            ids.reshape(shards, chunk // (shards * TILE), TILE), parallel.batch_sharding(mesh)
+        )
+        values = jax.vmap(lambda own: jax.lax.map(tile_values, own))(
+            ids
+        )  # [S, tiles / S, (N,) TILE, ...]
         values = values.reshape((chunk // TILE,) + values.shape[2:])  # [tiles, (N,) TILE, ...]
     if method == "sample":
         values = jnp.moveaxis(values, 1, 0)  # [N, chunk / TILE, TILE, D]
@@ -126,10 +192,21 @@ def _render_chunk(graphdef, params, start, height, width, key, component, temper
     return values.reshape((chunk,) + values.shape[2:])
 
 
-def render_values(graphdef, params, *, height: int, width: int, method: str = "mode",
-                  component: int = 0, key: jax.Array | None = None, num_samples: int = 1,
-                  temperature: float = 1.0, sigma_temperature: float = 1.0,
-                  pixels_per_chunk: int = DEFAULT_PIXELS_PER_CHUNK, devices: int | None = None) -> np.ndarray:
+def render_values(
+    graphdef,
+    params,
+    *,
+    height: int,
+    width: int,
+    method: str = "mode",
+    component: int = 0,
+    key: jax.Array | None = None,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    sigma_temperature: float = 1.0,
+    pixels_per_chunk: int = DEFAULT_PIXELS_PER_CHUNK,
+    devices: int | None = None,
+) -> np.ndarray:
     """Raw per-pixel values of a render method, computed chunk by chunk.
 
     `devices`: how many of this process's devices share each chunk (None: all of them).
@@ -138,8 +215,15 @@ def render_values(graphdef, params, *, height: int, width: int, method: str = "m
     (components). Colours are not clipped.
     """
     config: mdl.ModelConfig = mdl.config_of(graphdef, params)
-    _check(config, height=height, width=width, method=method, component=component,
-           num_samples=num_samples, pixels_per_chunk=pixels_per_chunk)
+    _check(
+        config,
+        height=height,
+        width=width,
+        method=method,
+        component=component,
+        num_samples=num_samples,
+        pixels_per_chunk=pixels_per_chunk,
+    )
     if method == "sample" and key is None:
         raise ValueError("method 'sample' needs a random key: pass key=jax.random.key(seed)")
     key = jax.random.key(0) if key is None else key
@@ -151,10 +235,21 @@ def render_values(graphdef, params, *, height: int, width: int, method: str = "m
     total = height * width
     chunk = _chunk_size(pixels_per_chunk, total, shards=1 if mesh is None else mesh.devices.size)
     num_chunks = -(-total // chunk)
-    run = functools.partial(_render_chunk, graphdef, params, height=height, width=width, key=key,
-                            component=component, temperature=temperature,
-                            sigma_temperature=sigma_temperature, method=method, chunk=chunk,
-                            num_samples=num_samples if method == "sample" else 1, mesh=mesh)
+    run = functools.partial(
+        _render_chunk,
+        graphdef,
+        params,
+        height=height,
+        width=width,
+        key=key,
+        component=component,
+        temperature=temperature,
+        sigma_temperature=sigma_temperature,
+        method=method,
+        chunk=chunk,
+        num_samples=num_samples if method == "sample" else 1,
+        mesh=mesh,
+    )
     lead = (num_samples,) if method == "sample" else ()
     out = None
     in_flight = None  # (index, device values): one chunk computes while the last is copied out
@@ -163,7 +258,9 @@ def render_values(graphdef, params, *, height: int, width: int, method: str = "m
         if in_flight is not None:
             done, values = in_flight[0], np.asarray(in_flight[1])
             if out is None:
-                out = np.empty(lead + (num_chunks * chunk,) + values.shape[len(lead) + 1:], values.dtype)
+                out = np.empty(
+                    lead + (num_chunks * chunk,) + values.shape[len(lead) + 1 :], values.dtype
+                )
             out[(slice(None),) * len(lead) + (slice(done * chunk, (done + 1) * chunk),)] = values
         in_flight = current
     if method == "sample":
@@ -184,7 +281,9 @@ def _chunk_size(pixels_per_chunk: int, total: int, *, shards: int = 1) -> int:
     return -(-chunk // (TILE * shards)) * TILE * shards
 
 
-def render(graphdef, params, *, height: int, width: int, method: str = "mode", **options) -> np.ndarray:
+def render(
+    graphdef, params, *, height: int, width: int, method: str = "mode", **options
+) -> np.ndarray:
     """An RGB-displayable render: `[H, W, C]` float32, or `[N, H, W, C]` for method 'sample'.
 
     Colour methods (mode, mean, sample, component) are clipped to [0, 1]; 'uncertainty' and
@@ -198,19 +297,30 @@ def render(graphdef, params, *, height: int, width: int, method: str = "mode", *
     return np.clip(values, 0.0, 1.0).astype(np.float32)
 
 
-def _check(config: mdl.ModelConfig, *, height, width, method, component, num_samples,
-           pixels_per_chunk):
+def _check(
+    config: mdl.ModelConfig, *, height, width, method, component, num_samples, pixels_per_chunk
+):
     if method not in METHODS:
         raise ValueError(f"unknown render method {method!r}; use one of {', '.join(METHODS)}")
-    for name, value in (("height", height), ("width", width), ("pixels_per_chunk", pixels_per_chunk),
-                        ("num_samples", num_samples)):
+    for name, value in (
+        ("height", height),
+        ("width", width),
+        ("pixels_per_chunk", pixels_per_chunk),
+        ("num_samples", num_samples),
+    ):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if height * width >= 2**31:
-        raise ValueError(f"{height}x{width} has more pixels than this renderer indexes (2^31); render tiles")
+        raise ValueError(
+            f"{height}x{width} has more pixels than this renderer indexes (2^31); render tiles"
+        )
     if config.in_features != 2:
-        raise ValueError(f"rendering needs a model of (row, column) positions, but this one has "
-                         f"{config.in_features} inputs")
+        raise ValueError(
+            f"rendering needs a model of (row, column) positions, but this one has "
+            f"{config.in_features} inputs"
+        )
     if not 0 <= component < config.components:
-        raise ValueError(f"component must be in 0..{config.components - 1} for this {config.components}-component "
-                         f"model, got {component}")
+        raise ValueError(
+            f"component must be in 0..{config.components - 1} for this {config.components}-component "
+            f"model, got {component}"
+        )

@@ -16,15 +16,14 @@ import dataclasses
 import datetime
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from mdn_jax import checkpoint as ckpt
-from mdn_jax import media
+from mdn_jax import media, runs
 from mdn_jax import model as mdl
-from mdn_jax import runs
 from mdn_jax import train as tr
 
 REFERENCE_TRUNK = (100, 100, 100, 100, 100, 50)
@@ -57,34 +56,87 @@ class Experiment:
 
 def experiments() -> list[Experiment]:
     """The experiments, in report order. 'joint_k10' is the baseline of every improvement."""
+
     def trunk(widths):
-        return Experiment(name="trunk_" + "_".join(map(str, widths)), title=f"trunk [2 inputs, {', '.join(map(str, widths))}]",
-                          images=0, model=dict(components=10, hidden=widths), baseline="joint_k10")
+        return Experiment(
+            name="trunk_" + "_".join(map(str, widths)),
+            title=f"trunk [2 inputs, {', '.join(map(str, widths))}]",
+            images=0,
+            model=dict(components=10, hidden=widths),
+            baseline="joint_k10",
+        )
 
     return [
-        Experiment(name="one_image_k1", title="one image, one Gaussian per channel", images=1,
-                   model=dict(components=1)),
-        Experiment(name="two_images_k1", title="two images, one Gaussian", images=2, model=dict(components=1),
-                   baseline="two_images_k10"),
-        Experiment(name="two_images_k10", title="two images, 10 components (joint)", images=2,
-                   model=dict(components=10), baseline="two_images_k1"),
-        Experiment(name="per_dim_k10", title="all images, per_dim K=10, reference trunk (the reference's setup)",
-                   images=0, model=dict(components=10, structure="per_dim"), baseline="joint_k10"),
-        Experiment(name="joint_k10", title="all images, joint K=10, reference trunk (Bishop; the baseline)",
-                   images=0, model=dict(components=10), baseline="per_dim_k10"),
+        Experiment(
+            name="one_image_k1",
+            title="one image, one Gaussian per channel",
+            images=1,
+            model=dict(components=1),
+        ),
+        Experiment(
+            name="two_images_k1",
+            title="two images, one Gaussian",
+            images=2,
+            model=dict(components=1),
+            baseline="two_images_k10",
+        ),
+        Experiment(
+            name="two_images_k10",
+            title="two images, 10 components (joint)",
+            images=2,
+            model=dict(components=10),
+            baseline="two_images_k1",
+        ),
+        Experiment(
+            name="per_dim_k10",
+            title="all images, per_dim K=10, reference trunk (the reference's setup)",
+            images=0,
+            model=dict(components=10, structure="per_dim"),
+            baseline="joint_k10",
+        ),
+        Experiment(
+            name="joint_k10",
+            title="all images, joint K=10, reference trunk (Bishop; the baseline)",
+            images=0,
+            model=dict(components=10),
+            baseline="per_dim_k10",
+        ),
         trunk((2, 100, 100, 100, 100, 100, 50)),
         trunk((10, 100, 100, 100, 100, 100, 50)),
         trunk((10, 100, 200, 200, 200, 100, 100)),
-        Experiment(name="fourier", title=f"baseline + {FOURIER['fourier_features']} Fourier features "
-                   f"(scale {FOURIER['fourier_scale']:g})", images=0, model=dict(components=10, **FOURIER),
-                   baseline="joint_k10"),
-        Experiment(name="discretised_loss", title="baseline trained on the discretised (bits) loss", images=0,
-                   model=dict(components=10), loss="discretised", baseline="joint_k10"),
-        Experiment(name="spread_init", title="baseline with means spread over the data, small head at the start",
-                   images=0, model=dict(components=10), spread_init=True, baseline="joint_k10"),
-        Experiment(name="combined", title="all three improvements: spread means, Fourier features, discretised loss",
-                   images=0, model=dict(components=10, **FOURIER), loss="discretised", spread_init=True,
-                   baseline="joint_k10"),
+        Experiment(
+            name="fourier",
+            title=f"baseline + {FOURIER['fourier_features']} Fourier features "
+            f"(scale {FOURIER['fourier_scale']:g})",
+            images=0,
+            model=dict(components=10, **FOURIER),
+            baseline="joint_k10",
+        ),
+        Experiment(
+            name="discretised_loss",
+            title="baseline trained on the discretised (bits) loss",
+            images=0,
+            model=dict(components=10),
+            loss="discretised",
+            baseline="joint_k10",
+        ),
+        Experiment(
+            name="spread_init",
+            title="baseline with means spread over the data, small head at the start",
+            images=0,
+            model=dict(components=10),
+            spread_init=True,
+            baseline="joint_k10",
+        ),
+        Experiment(
+            name="combined",
+            title="all three improvements: spread means, Fourier features, discretised loss",
+            images=0,
+            model=dict(components=10, **FOURIER),
+            loss="discretised",
+            spread_init=True,
+            baseline="joint_k10",
+        ),
     ]
 
 
@@ -100,7 +152,7 @@ def model_config(experiment: Experiment, images: np.ndarray) -> mdl.ModelConfig:
 
 
 def _subset(experiment: Experiment, images: np.ndarray) -> np.ndarray:
-    return images[:experiment.images] if experiment.images else images
+    return images[: experiment.images] if experiment.images else images
 
 
 def _finished(run_dir: Path, epochs: int, config: mdl.ModelConfig, loss: str) -> dict | None:
@@ -110,16 +162,27 @@ def _finished(run_dir: Path, epochs: int, config: mdl.ModelConfig, loss: str) ->
         saved = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    same = (saved.get("model") == json.loads(json.dumps(config.to_dict()))
-            and saved.get("train", {}).get("loss") == loss and saved.get("train", {}).get("epochs") == epochs)
+    same = (
+        saved.get("model") == json.loads(json.dumps(config.to_dict()))
+        and saved.get("train", {}).get("loss") == loss
+        and saved.get("train", {}).get("epochs") == epochs
+    )
     if same and metrics.get("epochs") == epochs and not metrics.get("interrupted"):
         return metrics
     return None
 
 
-def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, only: Sequence[str] | None = None,
-        source: str = "built-in demo images", command: str = "mdn-jax reproduce", progress: bool = True,
-        log: Callable[[str], None] = print) -> Path:
+def run(
+    images: np.ndarray,
+    out: str | Path,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    only: Sequence[str] | None = None,
+    source: str = "built-in demo images",
+    command: str = "mdn-jax reproduce",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Run the experiments on `images [N, H, W, 3]` (N >= 2) into `out`; returns the report path.
 
     Stops early (raising KeyboardInterrupt) when a run is interrupted with Ctrl-C; the report is
@@ -127,12 +190,16 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
     """
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[0] < 2:
-        raise ValueError(f"reproduce needs at least two images (the experiments compare one, two and all), "
-                         f"got {images.shape[0] if images.ndim == 4 else 0}; pass two or more images")
+        raise ValueError(
+            f"reproduce needs at least two images (the experiments compare one, two and all), "
+            f"got {images.shape[0] if images.ndim == 4 else 0}; pass two or more images"
+        )
     chosen = [e for e in experiments() if only is None or e.name in only]
     unknown = sorted(set(only or ()) - set(names()))
     if unknown:
-        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(names())}")
+        raise ValueError(
+            f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(names())}"
+        )
     if not chosen:
         raise ValueError(f"--only names no experiment; choose from {', '.join(names())}")
     out = Path(out)
@@ -142,11 +209,17 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
     for experiment in chosen:  # fail fast on every setting before training anything
         pixels = _subset(experiment, images)[..., 0].size
         if pixels < train_config.batch_size:
-            raise ValueError(f"{experiment.name} would train on {pixels} pixels, fewer than the batch size "
-                             f"{train_config.batch_size}; use a larger --size (at least "
-                             f"{train_config.batch_size // max(1, experiment.images or len(images)) + 1} pixels per image)")
-    options = runs.RunOptions(frame_every=max(1, epochs // REPORT_FRAMES), checkpoint_every=max(5, epochs // 5),
-                              samples=4, progress=progress)
+            raise ValueError(
+                f"{experiment.name} would train on {pixels} pixels, fewer than the batch size "
+                f"{train_config.batch_size}; use a larger --size (at least "
+                f"{train_config.batch_size // max(1, experiment.images or len(images)) + 1} pixels per image)"
+            )
+    options = runs.RunOptions(
+        frame_every=max(1, epochs // REPORT_FRAMES),
+        checkpoint_every=max(5, epochs // 5),
+        samples=4,
+        progress=progress,
+    )
     results: dict[str, dict] = {}
     started, reused = time.perf_counter(), 0
     for index, experiment in enumerate(chosen, 1):
@@ -161,23 +234,42 @@ def run(images: np.ndarray, out: str | Path, *, epochs: int = DEFAULT_EPOCHS, on
             reused += 1
         else:
             resume = ckpt.latest_epoch(run_dir / "checkpoint") is not None
-            metrics = runs.train_on_images(subset, run_dir, model_config=config, train_config=experiment_train,
-                                           options=options, resume=resume, log=lambda line: log("  " + line),
-                                           data_info={"source": source, "count": len(subset),
-                                                      "height": int(subset.shape[1]), "width": int(subset.shape[2])})
+            metrics = runs.train_on_images(
+                subset,
+                run_dir,
+                model_config=config,
+                train_config=experiment_train,
+                options=options,
+                resume=resume,
+                log=lambda line: log("  " + line),
+                data_info={
+                    "source": source,
+                    "count": len(subset),
+                    "height": int(subset.shape[1]),
+                    "width": int(subset.shape[2]),
+                },
+            )
             if metrics.get("interrupted"):
-                raise KeyboardInterrupt(f"{experiment.name} interrupted; run the same command again to continue")
+                raise KeyboardInterrupt(
+                    f"{experiment.name} interrupted; run the same command again to continue"
+                )
         results[experiment.name] = metrics
-        log(f"  NLL {metrics['nll_nats']:.3f} nats/pixel, {metrics['bits_per_channel']:.3f} bits/channel, coverage "
-            f"PSNR {_psnrs(metrics['coverage_psnr'])} dB")
+        log(
+            f"  NLL {metrics['nll_nats']:.3f} nats/pixel, {metrics['bits_per_channel']:.3f} bits/channel, coverage "
+            f"PSNR {_psnrs(metrics['coverage_psnr'])} dB"
+        )
     files = out / "report_files"
     for experiment in chosen:
         _report_files(out / "runs" / experiment.name, files, experiment.name)
     minutes = (time.perf_counter() - started) / 60
-    timing = (f"This invocation took {minutes:.1f} minutes of wall-clock time, reports included"
-              + (f"; {reused} of the {len(chosen)} experiments were read back from an earlier invocation."
-                 if reused else f" ({len(chosen)} experiments)."))
-    text = report(chosen, results, images=images, epochs=epochs, source=source, command=command, timing=timing)
+    timing = f"This invocation took {minutes:.1f} minutes of wall-clock time, reports included" + (
+        f"; {reused} of the {len(chosen)} experiments were read back from an earlier invocation."
+        if reused
+        else f" ({len(chosen)} experiments)."
+    )
+    text = report(
+        chosen, results, images=images, epochs=epochs, source=source, command=command, timing=timing
+    )
     path = out / "report.md"
     media.atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
     log(f"wrote {path}")
@@ -192,7 +284,9 @@ def _report_files(run_dir: Path, files: Path, name: str) -> None:
     media.save_png(files / f"{name}_mode.png", mode)
     frames = sorted((run_dir / "frames").glob("epoch_*.png"))
     if len(frames) > REPORT_FRAMES:  # keep the first and last, evenly spaced between
-        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, REPORT_FRAMES).round().astype(int)]
+        frames = [
+            frames[i] for i in np.linspace(0, len(frames) - 1, REPORT_FRAMES).round().astype(int)
+        ]
     small = [np.asarray(iio.imread(f)[..., :3][::2, ::2], np.float32) / 255.0 for f in frames]
     media.save_gif(files / f"{name}_montage.gif", small, seconds_per_frame=0.4)
 
@@ -221,34 +315,45 @@ def _findings(results: dict[str, dict]) -> list[str]:
 
     if "two_images_k1" in r and "two_images_k10" in r:
         a, b = r["two_images_k1"], r["two_images_k10"]
-        ok = (b["nll_nats"] < a["nll_nats"] and mean(b["coverage_psnr"]) > mean(a["coverage_psnr"])
-              and b["bits_per_channel"] < a["bits_per_channel"])
-        lines.append(f"- K=1 on two images is clearly worse than K=10 on the same two: NLL {a['nll_nats']:.3f} vs "
-                     f"{b['nll_nats']:.3f} nats/pixel, {a['bits_per_channel']:.3f} vs {b['bits_per_channel']:.3f} "
-                     f"bits/channel, coverage PSNR {_psnrs(a['coverage_psnr'])} vs {_psnrs(b['coverage_psnr'])} dB. "
-                     f"{_verdict(ok)}")
+        ok = (
+            b["nll_nats"] < a["nll_nats"]
+            and mean(b["coverage_psnr"]) > mean(a["coverage_psnr"])
+            and b["bits_per_channel"] < a["bits_per_channel"]
+        )
+        lines.append(
+            f"- K=1 on two images is clearly worse than K=10 on the same two: NLL {a['nll_nats']:.3f} vs "
+            f"{b['nll_nats']:.3f} nats/pixel, {a['bits_per_channel']:.3f} vs {b['bits_per_channel']:.3f} "
+            f"bits/channel, coverage PSNR {_psnrs(a['coverage_psnr'])} vs {_psnrs(b['coverage_psnr'])} dB. "
+            f"{_verdict(ok)}"
+        )
     else:
         lines.append(f"- K=1 vs K=10 on two images: {_verdict(None)}")
     if "per_dim_k10" in r and "joint_k10" in r:
         a, b = r["per_dim_k10"], r["joint_k10"]
-        lines.append(f"- joint beats per_dim on bits per channel on all images: {b['bits_per_channel']:.3f} vs "
-                     f"{a['bits_per_channel']:.3f}. {_verdict(b['bits_per_channel'] < a['bits_per_channel'])}")
+        lines.append(
+            f"- joint beats per_dim on bits per channel on all images: {b['bits_per_channel']:.3f} vs "
+            f"{a['bits_per_channel']:.3f}. {_verdict(b['bits_per_channel'] < a['bits_per_channel'])}"
+        )
     else:
         lines.append(f"- joint vs per_dim: {_verdict(None)}")
     if "fourier" in r and "joint_k10" in r:
         a, b = r["joint_k10"], r["fourier"]
-        lines.append(f"- Fourier features improve bits per channel at the same epoch budget: {b['bits_per_channel']:.3f} "
-                     f"vs {a['bits_per_channel']:.3f} (coverage PSNR {_psnrs(b['coverage_psnr'])} vs "
-                     f"{_psnrs(a['coverage_psnr'])} dB). {_verdict(b['bits_per_channel'] < a['bits_per_channel'])}")
+        lines.append(
+            f"- Fourier features improve bits per channel at the same epoch budget: {b['bits_per_channel']:.3f} "
+            f"vs {a['bits_per_channel']:.3f} (coverage PSNR {_psnrs(b['coverage_psnr'])} vs "
+            f"{_psnrs(a['coverage_psnr'])} dB). {_verdict(b['bits_per_channel'] < a['bits_per_channel'])}"
+        )
     else:
         lines.append(f"- Fourier features vs the baseline: {_verdict(None)}")
     many = {n: m for n, m in r.items() if not n.startswith(("one_", "two_"))}
     if many:
         best = min(many, key=lambda n: many[n]["bits_per_channel"])
         worst = min(many[best]["coverage_psnr"])
-        lines.append(f"- the best configuration on all images (lowest bits per channel: `{best}`, "
-                     f"{many[best]['bits_per_channel']:.3f}) reaches a coverage PSNR of at least 25 dB on every image: "
-                     f"{_psnrs(many[best]['coverage_psnr'])} dB. {_verdict(worst >= 25.0)}")
+        lines.append(
+            f"- the best configuration on all images (lowest bits per channel: `{best}`, "
+            f"{many[best]['bits_per_channel']:.3f}) reaches a coverage PSNR of at least 25 dB on every image: "
+            f"{_psnrs(many[best]['coverage_psnr'])} dB. {_verdict(worst >= 25.0)}"
+        )
     return lines
 
 
@@ -258,28 +363,38 @@ def _thirty_db(results: dict[str, dict], epochs: int) -> str:
         return "No experiment on all images ran."
     reached = sorted(n for n, m in many.items() if min(m["coverage_psnr"]) >= 30.0)
     lowest = {n: min(m["coverage_psnr"]) for n, m in many.items()}
-    text = (f"Lowest per-image coverage PSNR of each run: "
-            + ", ".join(f"`{n}` {v:.1f} dB" for n, v in sorted(lowest.items(), key=lambda kv: -kv[1])) + ". ")
+    text = (
+        "Lowest per-image coverage PSNR of each run: "
+        + ", ".join(f"`{n}` {v:.1f} dB" for n, v in sorted(lowest.items(), key=lambda kv: -kv[1]))
+        + ". "
+    )
     if reached:
         text += f"At {epochs} epochs, {', '.join(f'`{n}`' for n in reached)} reach 30 dB on every image. "
     else:
         text += f"At {epochs} epochs no run reaches 30 dB on every image. "
     missed = {n: m for n, m in many.items() if n not in reached}
     if missed:
-        text += ("The runs that miss it: " + "; ".join(
-            f"`{n}` on image {int(np.argmin(m['coverage_psnr'])) + 1} ({min(m['coverage_psnr']):.1f} dB), "
-            f"{(m.get('history') or [{}])[-1].get('unused_components', '?')} unused components at the end"
-            for n, m in sorted(missed.items())) + ". ")
-    text += ("A run misses 30 dB when an image's colours at some pixels have no component near them: the "
-             "closest component PSNR of that image drops while the others stay high, and unused components "
-             "are the sign that the mixture had capacity it did not place there. The levers this report "
-             "tries are the rows above: means that start spread over the colours (`spread_init`), Fourier "
-             "features so the trunk can draw edges (`fourier`) and wider trunks (the `trunk_*` rows, which "
-             "cost more per epoch); compare each with `joint_k10`. Beyond those, train longer "
-             "(`--epochs N`, or `--full` for the reference's 300 epochs). Component PSNR (does one component hold a whole image?) "
-             "stays far below coverage PSNR in every run: the likelihood lets components split the colours "
-             "of a position between them rather than give each image a component of its own, because "
-             "nothing in the loss asks for the latter.")
+        text += (
+            "The runs that miss it: "
+            + "; ".join(
+                f"`{n}` on image {int(np.argmin(m['coverage_psnr'])) + 1} ({min(m['coverage_psnr']):.1f} dB), "
+                f"{(m.get('history') or [{}])[-1].get('unused_components', '?')} unused components at the end"
+                for n, m in sorted(missed.items())
+            )
+            + ". "
+        )
+    text += (
+        "A run misses 30 dB when an image's colours at some pixels have no component near them: the "
+        "closest component PSNR of that image drops while the others stay high, and unused components "
+        "are the sign that the mixture had capacity it did not place there. The levers this report "
+        "tries are the rows above: means that start spread over the colours (`spread_init`), Fourier "
+        "features so the trunk can draw edges (`fourier`) and wider trunks (the `trunk_*` rows, which "
+        "cost more per epoch); compare each with `joint_k10`. Beyond those, train longer "
+        "(`--epochs N`, or `--full` for the reference's 300 epochs). Component PSNR (does one component hold a whole image?) "
+        "stays far below coverage PSNR in every run: the likelihood lets components split the colours "
+        "of a position between them rather than give each image a component of its own, because "
+        "nothing in the loss asks for the latter."
+    )
     return text
 
 
@@ -292,57 +407,94 @@ def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) 
     m = metrics
     history = m.get("history") or [{}]
     last = history[-1]
-    parts = [f"NLL {m['nll_nats']:.3f} nats/pixel and {m['bits_per_channel']:.3f} bits/channel after "
-             f"{m['epochs']} epochs; coverage PSNR {_psnrs(m['coverage_psnr'])} dB, component PSNR "
-             f"{_psnrs(m['component_psnr'])} dB."]
+    parts = [
+        f"NLL {m['nll_nats']:.3f} nats/pixel and {m['bits_per_channel']:.3f} bits/channel after "
+        f"{m['epochs']} epochs; coverage PSNR {_psnrs(m['coverage_psnr'])} dB, component PSNR "
+        f"{_psnrs(m['component_psnr'])} dB."
+    ]
     if "effective_components" in last:
-        parts.append(f"At the end {last['effective_components']:.1f} effective components, "
-                     f"{last['unused_components']} of {experiment.model['components']} never the most probable, "
-                     f"{100 * last['scales_at_floor']:.0f}% of scales at the floor.")
+        parts.append(
+            f"At the end {last['effective_components']:.1f} effective components, "
+            f"{last['unused_components']} of {experiment.model['components']} never the most probable, "
+            f"{100 * last['scales_at_floor']:.0f}% of scales at the floor."
+        )
     other = results.get(experiment.baseline) if experiment.baseline else None
     if other is not None:
         delta_bits = m["bits_per_channel"] - other["bits_per_channel"]
         delta_cov = float(np.mean(m["coverage_psnr"]) - np.mean(other["coverage_psnr"]))
-        parts.append(f"Against `{experiment.baseline}`: {delta_bits:+.3f} bits/channel "
-                     f"({'better' if delta_bits < 0 else 'worse'}), {delta_cov:+.1f} dB mean coverage PSNR, "
-                     f"{m['seconds'] / max(other['seconds'], 1e-9):.2f}x the training time.")
+        parts.append(
+            f"Against `{experiment.baseline}`: {delta_bits:+.3f} bits/channel "
+            f"({'better' if delta_bits < 0 else 'worse'}), {delta_cov:+.1f} dB mean coverage PSNR, "
+            f"{m['seconds'] / max(other['seconds'], 1e-9):.2f}x the training time."
+        )
     if experiment.name == "one_image_k1":
-        parts.append("One Gaussian per channel is enough for one image: its mean is the image, so the "
-                     "coverage PSNR measures how sharp the trunk can draw it in this many epochs.")
+        parts.append(
+            "One Gaussian per channel is enough for one image: its mean is the image, so the "
+            "coverage PSNR measures how sharp the trunk can draw it in this many epochs."
+        )
     elif experiment.name == "two_images_k1":
-        parts.append("With two true colours at every position a single Gaussian can only sit between them: "
-                     "the mode render is the blurred average of the two images, and its variance has to grow "
-                     "to cover both, which is what the NLL pays for.")
+        parts.append(
+            "With two true colours at every position a single Gaussian can only sit between them: "
+            "the mode render is the blurred average of the two images, and its variance has to grow "
+            "to cover both, which is what the NLL pays for."
+        )
     elif experiment.name == "two_images_k10":
-        parts.append("A mixture puts the two colours of a position in different components, so the closest "
-                     "component matches each image and the density is sharp again.")
+        parts.append(
+            "A mixture puts the two colours of a position in different components, so the closest "
+            "component matches each image and the density is sharp again."
+        )
     elif experiment.name == "per_dim_k10":
-        parts.append("A separate mixture per channel cannot tie a red value to the green and blue values it "
-                     "came with: it spends likelihood on colour combinations that never occur.")
+        parts.append(
+            "A separate mixture per channel cannot tie a red value to the green and blue values it "
+            "came with: it spends likelihood on colour combinations that never occur."
+        )
     elif experiment.name.startswith("trunk_"):
-        parts.append("The leading number is read as the width of the first hidden layer after the two inputs "
-                     "(the reference's lists start with it).")
+        parts.append(
+            "The leading number is read as the width of the first hidden layer after the two inputs "
+            "(the reference's lists start with it)."
+        )
     elif experiment.name == "combined":
-        alone = {n: results[n]["bits_per_channel"] < results["joint_k10"]["bits_per_channel"]
-                 for n in ("spread_init", "fourier", "discretised_loss") if n in results and "joint_k10" in results}
-        parts.append("The three improvements together: means that start spread over the colours, a position "
-                     "encoding that can draw sharp edges, and the loss that is the reported score."
-                     + (f" Alone, against the baseline, {_and([n for n, ok in alone.items() if ok]) or 'none'} "
-                        f"lowered bits per channel and {_and([n for n, ok in alone.items() if not ok]) or 'none'} "
-                        "did not." if alone else ""))
+        alone = {
+            n: results[n]["bits_per_channel"] < results["joint_k10"]["bits_per_channel"]
+            for n in ("spread_init", "fourier", "discretised_loss")
+            if n in results and "joint_k10" in results
+        }
+        parts.append(
+            "The three improvements together: means that start spread over the colours, a position "
+            "encoding that can draw sharp edges, and the loss that is the reported score."
+            + (
+                f" Alone, against the baseline, {_and([n for n, ok in alone.items() if ok]) or 'none'} "
+                f"lowered bits per channel and {_and([n for n, ok in alone.items() if not ok]) or 'none'} "
+                "did not."
+                if alone
+                else ""
+            )
+        )
     elif experiment.name == "spread_init":
-        parts.append(f"Means start at colours spread over the data by farthest-point sampling and the head's "
-                     f"weights at {runs.SPREAD_HEAD_SCALE:g} of their usual size, so every component starts on a "
-                     f"real colour with near-uniform weights.")
+        parts.append(
+            f"Means start at colours spread over the data by farthest-point sampling and the head's "
+            f"weights at {runs.SPREAD_HEAD_SCALE:g} of their usual size, so every component starts on a "
+            f"real colour with near-uniform weights."
+        )
     elif experiment.loss == "discretised":
-        parts.append("Training on the mass of each 8-bit bin optimises the reported score itself, instead of a "
-                     "continuous density that can buy likelihood with peaks narrower than the gap between two "
-                     "8-bit levels (here the scale floor, 0.01, is 2.55 levels wide, so that gain is small).")
+        parts.append(
+            "Training on the mass of each 8-bit bin optimises the reported score itself, instead of a "
+            "continuous density that can buy likelihood with peaks narrower than the gap between two "
+            "8-bit levels (here the scale floor, 0.01, is 2.55 levels wide, so that gain is small)."
+        )
     return " ".join(parts)
 
 
-def report(chosen: Sequence[Experiment], results: dict[str, dict], *, images: np.ndarray, epochs: int,
-           source: str, command: str, timing: str = "") -> str:
+def report(
+    chosen: Sequence[Experiment],
+    results: dict[str, dict],
+    *,
+    images: np.ndarray,
+    epochs: int,
+    source: str,
+    command: str,
+    timing: str = "",
+) -> str:
     """The report's markdown."""
     first = next(iter(results.values()))
     n, height, width = images.shape[:3]
@@ -352,7 +504,9 @@ def report(chosen: Sequence[Experiment], results: dict[str, dict], *, images: np
         f"Written by `{command}` on {datetime.date.today().isoformat()}: {n} images ({source}) of "
         f"{height}x{width} pixels, {epochs} epochs per experiment, batch 200, Adam 1e-3, seed 0, ReLU trunk, "
         f"scale floor 0.01. Device `{first.get('device')}`; "
-        + ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items()) + ". " + timing,
+        + ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items())
+        + ". "
+        + timing,
         "",
         "Scores: NLL is the continuous negative log-likelihood in nats per pixel (all three channels); "
         "bits/channel is the discretised 8-bit likelihood, the honest score for image data; coverage PSNR "
@@ -383,17 +537,25 @@ def report(chosen: Sequence[Experiment], results: dict[str, dict], *, images: np
             f"{m['nll_nats']:.3f} | {m['bits_per_channel']:.3f} | {_psnrs(m['coverage_psnr'])} | "
             f"{_psnrs(m['component_psnr'])} | {m['epochs']} | {m['seconds']:.0f} | "
             f"{(m['samples_per_second'] or 0) / 1e3:.0f}k | "
-            f"![mode](report_files/{e.name}_mode.png) | ![montage](report_files/{e.name}_montage.gif) |")
+            f"![mode](report_files/{e.name}_mode.png) | ![montage](report_files/{e.name}_montage.gif) |"
+        )
     lines += ["", "## Experiments", ""]
     for e in chosen:
         lines += [f"### `{e.name}`: {e.title}", "", _paragraph(e, results[e.name], results), ""]
-    lines += ["## What it would take to reach 30 dB", "", _thirty_db(results, epochs), "",
-              "## Where mdn_jax differs from the reference code", "",
-              "The reference (TensorFlow 1) used ReLU on means and standard deviations with a 1e-10 floor, "
-              "multiplied probabilities in linear space with a `log(p + 1)` loss, and one softmax across all "
-              "channels' weights. Here every experiment computes the likelihood in log space (log_softmax, "
-              "logsumexp), keeps standard deviations positive with softplus plus a floor of 0.01, leaves means "
-              "unbounded, and per_dim has one softmax per channel. The run folders under `runs/` hold every "
-              "checkpoint, frame and metric behind this table; `mdn-jax render runs/<name> ...` renders any "
-              "of them at any size.", ""]
+    lines += [
+        "## What it would take to reach 30 dB",
+        "",
+        _thirty_db(results, epochs),
+        "",
+        "## Where mdn_jax differs from the reference code",
+        "",
+        "The reference (TensorFlow 1) used ReLU on means and standard deviations with a 1e-10 floor, "
+        "multiplied probabilities in linear space with a `log(p + 1)` loss, and one softmax across all "
+        "channels' weights. Here every experiment computes the likelihood in log space (log_softmax, "
+        "logsumexp), keeps standard deviations positive with softplus plus a floor of 0.01, leaves means "
+        "unbounded, and per_dim has one softmax per channel. The run folders under `runs/` hold every "
+        "checkpoint, frame and metric behind this table; `mdn-jax render runs/<name> ...` renders any "
+        "of them at any size.",
+        "",
+    ]
     return "\n".join(lines)

@@ -35,17 +35,17 @@ import json
 import signal
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import data as dt
-from mdn_jax import media, metrics
+from mdn_jax import media, metrics, parallel
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 from mdn_jax import render as rd
 from mdn_jax import train as tr
 
@@ -69,8 +69,10 @@ class RunOptions:
         for name in ("frame_every", "checkpoint_every", "samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0 or (name == "samples" and value < 1):
-                raise ValueError(f"{name} must be a {'positive' if name == 'samples' else 'non-negative'} "
-                                 f"integer, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a {'positive' if name == 'samples' else 'non-negative'} "
+                    f"integer, got {value!r}"
+                )
 
 
 def versions() -> dict[str, str]:
@@ -92,8 +94,13 @@ def write_json(path: Path, values: dict) -> None:
 
 def image_model_config(**overrides) -> mdl.ModelConfig:
     """A model config for (row, column) -> RGB with the image input normalisation."""
-    values = dict(in_features=2, out_features=3, input_offset=dt.IMAGE_INPUT_OFFSET,
-                  input_scale=dt.IMAGE_INPUT_SCALE, scale_floor=0.01)
+    values = dict(
+        in_features=2,
+        out_features=3,
+        input_offset=dt.IMAGE_INPUT_OFFSET,
+        input_scale=dt.IMAGE_INPUT_SCALE,
+        scale_floor=0.01,
+    )
     values.update(overrides)
     return mdl.ModelConfig(**values)
 
@@ -134,20 +141,40 @@ class _StopFlag:
 
 
 def _progress(total: int, start: int, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    progress = Progress(TextColumn("[bold]epoch"), MofNCompleteColumn(), BarColumn(),
-                        TextColumn("{task.fields[status]}"), TimeRemainingColumn(), disable=not enabled,
-                        transient=False)
+    progress = Progress(
+        TextColumn("[bold]epoch"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
     task = progress.add_task("train", total=total, completed=start, status="compiling...")
     return progress, task
 
 
-def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.ModelConfig,
-                    train_config: tr.TrainConfig, options: RunOptions = RunOptions(),
-                    resume: bool = False, data_info: dict[str, Any] | None = None,
-                    log: Callable[[str], None] = print, devices: int | None = None,
-                    callbacks: Sequence[tr.Callback] = ()) -> dict[str, Any] | None:
+def train_on_images(
+    images: np.ndarray,
+    out: str | Path,
+    *,
+    model_config: mdl.ModelConfig,
+    train_config: tr.TrainConfig,
+    options: RunOptions = RunOptions(),
+    resume: bool = False,
+    data_info: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    devices: int | None = None,
+    callbacks: Sequence[tr.Callback] = (),
+) -> dict[str, Any] | None:
     """Train on `images [N, H, W, 3]` and fill the run folder `out`; returns the metrics dict
     (None on every process but process 0, which writes the files). `callbacks` run after the
     run's own after each epoch (see `mdn_jax.train.fit`)."""
@@ -167,7 +194,8 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
     if not resume and ckpt.latest_epoch(checkpoint_dir) is not None:
         raise ckpt.CheckpointError(
             f"{out} already holds a trained run (checkpoint at epoch {ckpt.latest_epoch(checkpoint_dir)}); "
-            "pass --resume to continue it or choose a new --out folder")
+            "pass --resume to continue it or choose a new --out folder"
+        )
     if resume:
         if ckpt.latest_epoch(checkpoint_dir) is None:
             raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
@@ -175,37 +203,57 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
         # The optimiser state's structure depends on schedule and clipping, and the batch order on
         # the data and batch size, so those must match for resume to equal an uninterrupted run.
         keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
-        was = {**restored.model_config.to_dict(), **{k: getattr(restored.train_config, k) for k in keys},
-               "training pixels": restored.num_samples}
-        now = {**model_config.to_dict(), **{k: getattr(train_config, k) for k in keys},
-               "training pixels": xs.shape[0]}
+        was = {
+            **restored.model_config.to_dict(),
+            **{k: getattr(restored.train_config, k) for k in keys},
+            "training pixels": restored.num_samples,
+        }
+        now = {
+            **model_config.to_dict(),
+            **{k: getattr(train_config, k) for k in keys},
+            "training pixels": xs.shape[0],
+        }
         changed = [f"{k} {was[k]!r} (now {now[k]!r})" for k in was if was[k] != now.get(k)]
         if changed:
             raise ckpt.CheckpointError(
                 f"{out} was trained with other settings: {', '.join(changed)}; resume with the same "
-                "images and flags or start a new --out folder")
+                "images and flags or start a new --out folder"
+            )
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
         log(f"resuming {out} from epoch {start_epoch}")
-    log(f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} ({xs.shape[0]:,} pixels) "
+    log(
+        f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} ({xs.shape[0]:,} pixels) "
         f"on {parallel.describe(mesh)}; {model_config.components} {model_config.structure} components, "
-        f"{train_config.epochs} epochs" + (f", {model_config.dtype} trunk" if model_config.dtype != "float32" else ""))
+        f"{train_config.epochs} epochs"
+        + (f", {model_config.dtype} trunk" if model_config.dtype != "float32" else "")
+    )
     num_samples = xs.shape[0]
     if mesh.devices.shape[0] > 1:  # this process trains on its own share of the pixels
         share = parallel.process_share(num_samples)
         xs, ys = xs[share], ys[share]
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume:  # frames left by an earlier run that never checkpointed must not join the montage
+        if (
+            not resume
+        ):  # frames left by an earlier run that never checkpointed must not join the montage
             for stale in (out / "frames").glob("epoch_*.png"):
                 stale.unlink()
         # A run killed mid-write leaves temporaries (never a file under its final name); clear them.
         for folder in (out, out / "frames"):
             media.remove_temporaries(folder)
         ckpt.remove_unfinished(checkpoint_dir)
-        write_json(out / "config.json", {"model": model_config.to_dict(), "train": train_config.to_dict(),
-                                         "run": dataclasses.asdict(options), "data": data_info or {},
-                                         "devices": mesh.devices.size, "processes": mesh.devices.shape[0],
-                                         "versions": versions()})
+        write_json(
+            out / "config.json",
+            {
+                "model": model_config.to_dict(),
+                "train": train_config.to_dict(),
+                "run": dataclasses.asdict(options),
+                "data": data_info or {},
+                "devices": mesh.devices.size,
+                "processes": mesh.devices.shape[0],
+                "versions": versions(),
+            },
+        )
     height, width = images.shape[1:3]
     frames_dir = out / "frames"
     grid = jax.device_put(dt.pixel_grid(height, width))  # the mixture depends on position only
@@ -216,64 +264,108 @@ def train_on_images(images: np.ndarray, out: str | Path, *, model_config: mdl.Mo
         media.save_png(frames_dir / f"epoch_{epoch:05d}.png", frame)
 
     def save_checkpoint(report_state, epoch, history):
-        ckpt.save(checkpoint_dir, state=report_state, model_config=model_config, train_config=train_config,
-                  epoch=epoch, history=history, num_samples=num_samples)
+        ckpt.save(
+            checkpoint_dir,
+            state=report_state,
+            model_config=model_config,
+            train_config=train_config,
+            epoch=epoch,
+            history=history,
+            num_samples=num_samples,
+        )
 
     if start_epoch >= train_config.epochs:
-        log(f"{out} already has {start_epoch} epochs; writing its outputs again (raise --epochs to train more; "
-            "a cosine schedule is then stretched over the new total)")
+        log(
+            f"{out} already has {start_epoch} epochs; writing its outputs again (raise --epochs to train more; "
+            "a cosine schedule is then stretched over the new total)"
+        )
     progress, task = _progress(train_config.epochs, start_epoch, options.progress and main)
     run_seconds = time.perf_counter()
     with _StopFlag() as stop, progress:
+
         def on_epoch(report: tr.EpochReport):
             # Read once: a Ctrl-C during this callback acts after the next epoch. With several
             # processes all stop together if any was asked to (a tiny all-gather per epoch).
             stop_now = bool(parallel.gather_from_processes(np.array([stop.requested]), mesh).any())
-            params = parallel.local(report.state.params)  # one device's copy, for this process's own work
-            record = {"epoch": report.epoch, "loss": round(report.loss, 6) if np.isfinite(report.loss) else None,
-                      "seconds": round(report.seconds, 4), "samples_per_second": round(report.samples_per_second, 1)}
+            params = parallel.local(
+                report.state.params
+            )  # one device's copy, for this process's own work
+            record = {
+                "epoch": report.epoch,
+                "loss": round(report.loss, 6) if np.isfinite(report.loss) else None,
+                "seconds": round(report.seconds, 4),
+                "samples_per_second": round(report.samples_per_second, 1),
+            }
             skipped = report.history_record.get("skipped_steps") if report.history_record else None
             if skipped:
                 record["skipped_steps"] = skipped
             mixture = _grid_mixture(report.graphdef, params, grid)
-            record.update(metrics.collapse_diagnostics(mixture, scale_floor=model_config.scale_floor))
+            record.update(
+                metrics.collapse_diagnostics(mixture, scale_floor=model_config.scale_floor)
+            )
             history.append(record)
-            progress.update(task, completed=report.epoch,
-                            status=f"loss {report.loss:.4f}  {report.samples_per_second / 1e3:.0f}k samples/s  "
-                                   f"K_eff {record['effective_components']:.1f}  unused {record['unused_components']}  "
-                                   f"at floor {100 * record['scales_at_floor']:.0f}%")
+            progress.update(
+                task,
+                completed=report.epoch,
+                status=f"loss {report.loss:.4f}  {report.samples_per_second / 1e3:.0f}k samples/s  "
+                f"K_eff {record['effective_components']:.1f}  unused {record['unused_components']}  "
+                f"at floor {100 * record['scales_at_floor']:.0f}%",
+            )
             last = report.epoch == train_config.epochs or stop_now
             every = options.frame_every
             if main and (report.epoch == 1 or last or (every and report.epoch % every == 0)):
                 save_frame(report.graphdef, params, report.epoch)
                 if not options.progress:  # no bar (e.g. output to a file): a line per frame instead
-                    log(f"epoch {report.epoch}/{train_config.epochs}: loss {report.loss:.4f} nats/pixel, "
+                    log(
+                        f"epoch {report.epoch}/{train_config.epochs}: loss {report.loss:.4f} nats/pixel, "
                         f"{report.samples_per_second / 1e3:.0f}k samples/s, effective components "
                         f"{record['effective_components']:.1f}, unused {record['unused_components']}, "
-                        f"scales at floor {100 * record['scales_at_floor']:.0f}%")
+                        f"scales at floor {100 * record['scales_at_floor']:.0f}%"
+                    )
             if last or (options.checkpoint_every and report.epoch % options.checkpoint_every == 0):
                 save_checkpoint(report.state, report.epoch, history)
             return stop_now
 
         try:
-            result = tr.fit(xs, ys, model_config=model_config, train_config=train_config,
-                            callbacks=[on_epoch, *callbacks],
-                            normalise_inputs=False, state=state, start_epoch=start_epoch,
-                            devices=mesh.devices.size)
+            result = tr.fit(
+                xs,
+                ys,
+                model_config=model_config,
+                train_config=train_config,
+                callbacks=[on_epoch, *callbacks],
+                normalise_inputs=False,
+                state=state,
+                start_epoch=start_epoch,
+                devices=mesh.devices.size,
+            )
         except tr.NonFiniteError as error:
             kept = ckpt.latest_epoch(checkpoint_dir)
-            where = (f"the checkpoint of epoch {kept} is kept: continue with --resume and one of those changes"
-                     if kept is not None else "no checkpoint was written yet: start again with one of those changes")
+            where = (
+                f"the checkpoint of epoch {kept} is kept: continue with --resume and one of those changes"
+                if kept is not None
+                else "no checkpoint was written yet: start again with one of those changes"
+            )
             raise tr.NonFiniteError(f"{error}; {where}") from None
     interrupted = bool(history) and history[-1]["epoch"] < train_config.epochs
     if interrupted:
-        log(f"interrupted: checkpoint saved at epoch {history[-1]['epoch'] if history else start_epoch}; "
-            f"continue with --resume")
+        log(
+            f"interrupted: checkpoint saved at epoch {history[-1]['epoch'] if history else start_epoch}; "
+            f"continue with --resume"
+        )
     if not main:
         return None
-    return finish(out, images, result.graphdef, parallel.local(result.state.params), model_config, history,
-                  options, seconds=time.perf_counter() - run_seconds, interrupted=interrupted,
-                  devices=mesh.devices.size)
+    return finish(
+        out,
+        images,
+        result.graphdef,
+        parallel.local(result.state.params),
+        model_config,
+        history,
+        options,
+        seconds=time.perf_counter() - run_seconds,
+        interrupted=interrupted,
+        devices=mesh.devices.size,
+    )
 
 
 def _silent(message: str) -> None:
@@ -286,9 +378,19 @@ def _grid_mixture(graphdef, params, grid):
     return mdl.apply(graphdef, params, grid)
 
 
-def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.ModelConfig,
-           history: list[dict], options: RunOptions, *, seconds: float, interrupted: bool = False,
-           devices: int = 1) -> dict:
+def finish(
+    out: Path,
+    images: np.ndarray,
+    graphdef,
+    params,
+    model_config: mdl.ModelConfig,
+    history: list[dict],
+    options: RunOptions,
+    *,
+    seconds: float,
+    interrupted: bool = False,
+    devices: int = 1,
+) -> dict:
     """Write the final renders, the montage GIF, the loss curve and metrics.json."""
     height, width = images.shape[1:3]
     frames = sorted((out / "frames").glob("epoch_*.png"))
@@ -296,20 +398,44 @@ def finish(out: Path, images: np.ndarray, graphdef, params, model_config: mdl.Mo
         import imageio.v3 as iio
 
         media.save_gif(out / "montage.gif", [iio.imread(f)[..., :3] / 255.0 for f in frames])
-    media.save_png(out / "final_mode.png", rd.render(graphdef, params, height=height, width=width, method="mode"))
-    component_renders = [rd.render(graphdef, params, height=height, width=width, method="component", component=k)
-                         for k in range(model_config.components)]
+    media.save_png(
+        out / "final_mode.png",
+        rd.render(graphdef, params, height=height, width=width, method="mode"),
+    )
+    component_renders = [
+        rd.render(graphdef, params, height=height, width=width, method="component", component=k)
+        for k in range(model_config.components)
+    ]
     media.save_png(out / "components.png", media.grid(component_renders))
-    samples = rd.render(graphdef, params, height=height, width=width, method="sample",
-                        key=jax.random.key(0), num_samples=options.samples)
+    samples = rd.render(
+        graphdef,
+        params,
+        height=height,
+        width=width,
+        method="sample",
+        key=jax.random.key(0),
+        num_samples=options.samples,
+    )
     media.save_png(out / "samples.png", media.grid(list(samples)))
-    media.save_png(out / "uncertainty.png", rd.render(graphdef, params, height=height, width=width,
-                                                      method="uncertainty"))
-    media.save_png(out / "loss.png", media.line_chart({"training NLL (nats/pixel)": [np.nan if h["loss"] is None else h["loss"]
-                                                                                    for h in history]},
-                                                      title="training loss"))
+    media.save_png(
+        out / "uncertainty.png",
+        rd.render(graphdef, params, height=height, width=width, method="uncertainty"),
+    )
+    media.save_png(
+        out / "loss.png",
+        media.line_chart(
+            {
+                "training NLL (nats/pixel)": [
+                    np.nan if h["loss"] is None else h["loss"] for h in history
+                ]
+            },
+            title="training loss",
+        ),
+    )
     scores = metrics.image_scores(graphdef, params, images)
-    steady = [h["samples_per_second"] for h in history[1:]] or [h["samples_per_second"] for h in history]
+    steady = [h["samples_per_second"] for h in history[1:]] or [
+        h["samples_per_second"] for h in history
+    ]
     values = {
         **scores,
         "samples_per_second": round(statistics.median(steady), 1) if steady else None,
@@ -330,6 +456,8 @@ def load_run(run_dir: str | Path):
     """The trained model of a run folder: `(graphdef, params, model_config, metadata)`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ckpt.CheckpointError(f"{run_dir}: no such run folder; pass the --out folder of a training run")
+        raise ckpt.CheckpointError(
+            f"{run_dir}: no such run folder; pass the --out folder of a training run"
+        )
     restored = ckpt.restore(run_dir / "checkpoint")
     return restored.graphdef, restored.state.params, restored.model_config, restored

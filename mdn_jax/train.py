@@ -31,7 +31,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,30 +84,45 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} "
-                                 f"integer, got {value!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
-                and self.learning_rate > 0):
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value < (0 if name == "seed" else 1)
+            ):
+                raise ValueError(
+                    f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} "
+                    f"integer, got {value!r}"
+                )
+        if not (
+            isinstance(self.learning_rate, (int, float))
+            and math.isfinite(self.learning_rate)
+            and self.learning_rate > 0
+        ):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         if self.on_nonfinite not in ON_NONFINITE:
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.clip_norm is not None and not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+        if self.clip_norm is not None and not (
+            math.isfinite(self.clip_norm) and self.clip_norm > 0
+        ):
             raise ValueError(f"clip_norm must be a positive number or None, got {self.clip_norm!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"train config has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"train config has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**values)
 
 
@@ -123,7 +139,8 @@ def make_optimizer(config: TrainConfig, *, total_steps: int) -> optax.GradientTr
     else:
         warmup = max(1, total_steps // 20)
         learning_rate = optax.warmup_cosine_decay_schedule(
-            0.0, config.learning_rate, warmup, max(total_steps, warmup + 1))
+            0.0, config.learning_rate, warmup, max(total_steps, warmup + 1)
+        )
     adam = optax.adam(learning_rate)
     if config.clip_norm is None:
         return adam
@@ -168,8 +185,14 @@ class Trainer:
     all-reduce. Without one (a single device) no sharding annotation is emitted at all.
     """
 
-    def __init__(self, graphdef, optimizer: optax.GradientTransformation, *,
-                 loss: LossFn = nll_loss, mesh: jax.sharding.Mesh | None = None):
+    def __init__(
+        self,
+        graphdef,
+        optimizer: optax.GradientTransformation,
+        *,
+        loss: LossFn = nll_loss,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
         self.graphdef = graphdef
         self.optimizer = optimizer
         self.loss = loss
@@ -196,7 +219,9 @@ class Trainer:
         if indices.ndim == 1:
             batch = data[indices]
         else:
-            batch = jax.vmap(lambda share, rows: share[rows])(data, indices).reshape((-1,) + data.shape[2:])
+            batch = jax.vmap(lambda share, rows: share[rows])(data, indices).reshape(
+                (-1,) + data.shape[2:]
+            )
         if self.mesh is None:
             return batch
         return jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(self.mesh))
@@ -221,13 +246,18 @@ class Trainer:
         updates, new_opt_state = self.optimizer.update(grads, opt_state, flat)
         finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grads))
         new_flat = jnp.where(finite, optax.apply_updates(flat, updates), flat)
-        new_opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state)
+        new_opt_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state
+        )
         return new_flat, new_opt_state, jnp.where(finite, loss, jnp.nan)
 
     def _step(self, state: TrainState, x: jax.Array, y: jax.Array):
         flat, unravel = ravel_pytree(state.params)
         if self.mesh is not None:
-            x, y = (jax.lax.with_sharding_constraint(v, parallel.batch_sharding(self.mesh)) for v in (x, y))
+            x, y = (
+                jax.lax.with_sharding_constraint(v, parallel.batch_sharding(self.mesh))
+                for v in (x, y)
+            )
         flat, opt_state, loss = self._flat_update(unravel, flat, state.opt_state, x, y)
         flat, opt_state, loss = self._replicated((flat, opt_state, loss))
         return TrainState(unravel(flat), opt_state, state.step + 1, state.key), loss
@@ -251,8 +281,9 @@ class Trainer:
         return -mx.log_prob(mdl.apply(self.graphdef, params, x), y)
 
 
-def shuffled_batches(key: jax.Array, num_samples: int, batch_size: int, *,
-                     num_batches: int | None = None) -> np.ndarray:
+def shuffled_batches(
+    key: jax.Array, num_samples: int, batch_size: int, *, num_batches: int | None = None
+) -> np.ndarray:
     """A fresh shuffle of `range(num_samples)` as `[ceil(N / B), B]` int32 batch indices.
 
     The permutation is drawn on the host with numpy, seeded from `key`'s bits: it is
@@ -302,7 +333,9 @@ class FitResult:
 
     def predict(self, x) -> mx.Mixture:
         """The model's mixture for inputs `x [..., in]`."""
-        params = parallel.local(self.params)  # on one device: replicated copies would repeat the work
+        params = parallel.local(
+            self.params
+        )  # on one device: replicated copies would repeat the work
         return jax.jit(mdl.apply, static_argnums=0)(self.graphdef, params, jnp.asarray(x))
 
 
@@ -315,31 +348,48 @@ def check_arrays(xs, ys) -> tuple[np.ndarray, np.ndarray]:
     if ys.ndim == 1:
         ys = ys[:, None]
     if xs.ndim != 2 or ys.ndim != 2:
-        raise ValueError(f"xs and ys must be 2-D arrays [N, features], got shapes {xs.shape} and {ys.shape}")
+        raise ValueError(
+            f"xs and ys must be 2-D arrays [N, features], got shapes {xs.shape} and {ys.shape}"
+        )
     if xs.shape[0] != ys.shape[0]:
-        raise ValueError(f"xs and ys must have the same number of rows, got {xs.shape[0]} and {ys.shape[0]}")
+        raise ValueError(
+            f"xs and ys must have the same number of rows, got {xs.shape[0]} and {ys.shape[0]}"
+        )
     if xs.shape[0] == 0:
         raise ValueError("no training data: xs and ys have 0 rows")
     for name, array in (("xs", xs), ("ys", ys)):
         bad = ~np.isfinite(array)
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
-            raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite values (first in row {row}); "
-                             "drop or fill those rows before training")
+            raise ValueError(
+                f"{name} has {int(bad.sum())} NaN or infinite values (first in row {row}); "
+                "drop or fill those rows before training"
+            )
     return xs, ys
 
 
 def check_batch_size(batch_size: int, num_samples: int, *, unit: str = "training samples") -> None:
     """Refuse a batch larger than the data, naming the largest that fits."""
     if batch_size > num_samples:
-        raise ValueError(f"batch size {batch_size} is larger than the {num_samples} {unit}; "
-                         f"use --batch-size {num_samples} or less")
+        raise ValueError(
+            f"batch size {batch_size} is larger than the {num_samples} {unit}; "
+            f"use --batch-size {num_samples} or less"
+        )
 
 
-def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
-        train_config: TrainConfig | None = None, callbacks: Sequence[Callback] = (),
-        normalise_inputs: bool = True, state: TrainState | None = None,
-        start_epoch: int = 0, loss: LossFn | None = None, devices: int | None = None) -> FitResult:
+def fit(
+    xs,
+    ys,
+    *,
+    model_config: mdl.ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    callbacks: Sequence[Callback] = (),
+    normalise_inputs: bool = True,
+    state: TrainState | None = None,
+    start_epoch: int = 0,
+    loss: LossFn | None = None,
+    devices: int | None = None,
+) -> FitResult:
     """Train an MDN on `xs [N, in]`, `ys [N, D]`.
 
     `model_config` defaults to the reference trunk with `in_features`/`out_features` taken from
@@ -360,8 +410,10 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     if model_config is None:
         model_config = mdl.ModelConfig(in_features=xs.shape[1], out_features=ys.shape[1])
     if (model_config.in_features, model_config.out_features) != (xs.shape[1], ys.shape[1]):
-        raise ValueError(f"model expects {model_config.in_features} inputs and {model_config.out_features} "
-                         f"outputs but the data has {xs.shape[1]} and {ys.shape[1]}")
+        raise ValueError(
+            f"model expects {model_config.in_features} inputs and {model_config.out_features} "
+            f"outputs but the data has {xs.shape[1]} and {ys.shape[1]}"
+        )
     mesh = parallel.data_mesh(devices)
     parallel.check_batch_size(train_config.batch_size, mesh.devices.size)
     processes = mesh.devices.shape[0]
@@ -377,8 +429,12 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     batches_per_epoch = steps_per_epoch(int(share_sizes.max()), process_batch)
     total_steps = train_config.epochs * batches_per_epoch
     sharded = mesh.devices.size > 1  # one device: no mesh, the unannotated single-device program
-    trainer = Trainer(graphdef, make_optimizer(train_config, total_steps=total_steps),
-                      loss=loss or loss_named(train_config.loss), mesh=mesh if sharded else None)
+    trainer = Trainer(
+        graphdef,
+        make_optimizer(train_config, total_steps=total_steps),
+        loss=loss or loss_named(train_config.loss),
+        mesh=mesh if sharded else None,
+    )
     if state is None:
         state = trainer.init(params, key=shuffle_key)
     elif sharded:  # new replicated arrays: the caller's stay valid when epochs donate these
@@ -386,8 +442,9 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
     else:  # epochs donate their input state: copy, so the caller's arrays stay valid
         state = jax.tree_util.tree_map(jnp.copy, state)
     if sharded:
-        xs_device, ys_device = (parallel.put_training_data(a, mesh, max_rows=int(share_sizes.max()))
-                                for a in (xs, ys))
+        xs_device, ys_device = (
+            parallel.put_training_data(a, mesh, max_rows=int(share_sizes.max())) for a in (xs, ys)
+        )
     else:
         xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
     history: list[dict[str, float]] = []
@@ -398,7 +455,9 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
             batches = shuffled_batches(epoch_key, xs.shape[0], train_config.batch_size)
         else:  # each process shuffles its own share, all into the same number of batches
             process_key = jax.random.fold_in(parallel.local(epoch_key), jax.process_index())
-            batches = shuffled_batches(process_key, xs.shape[0], process_batch, num_batches=batches_per_epoch)
+            batches = shuffled_batches(
+                process_key, xs.shape[0], process_batch, num_batches=batches_per_epoch
+            )
         if sharded:
             batches = parallel.put_batch_indices(batches, mesh)
         state, losses = trainer.epoch(state._replace(key=key), xs_device, ys_device, batches)
@@ -409,15 +468,32 @@ def fit(xs, ys, *, model_config: mdl.ModelConfig | None = None,
             raise NonFiniteError(
                 f"non-finite loss or gradient in epoch {epoch + 1} at step {int(skipped[0]) + 1} of {len(losses)}; "
                 "lower the learning rate, clip gradients or raise the scale floor, or skip such steps "
-                "(on_nonfinite='skip')")
-        mean_loss = float(np.mean(losses[np.isfinite(losses)])) if skipped.size < len(losses) else float("nan")
-        record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
-                  "samples_per_second": len(losses) * train_config.batch_size / seconds}
+                "(on_nonfinite='skip')"
+            )
+        mean_loss = (
+            float(np.mean(losses[np.isfinite(losses)]))
+            if skipped.size < len(losses)
+            else float("nan")
+        )
+        record = {
+            "epoch": epoch + 1,
+            "loss": mean_loss,
+            "seconds": seconds,
+            "samples_per_second": len(losses) * train_config.batch_size / seconds,
+        }
         if skipped.size:
             record["skipped_steps"] = int(skipped.size)
         history.append(record)
-        report = EpochReport(epoch + 1, mean_loss, seconds, record["samples_per_second"],
-                             state, graphdef, model_config, record)
+        report = EpochReport(
+            epoch + 1,
+            mean_loss,
+            seconds,
+            record["samples_per_second"],
+            state,
+            graphdef,
+            model_config,
+            record,
+        )
         if any([callback(report) is True for callback in callbacks]):
             break
     return FitResult(graphdef, state, model_config, history)
@@ -429,8 +505,13 @@ def _normalisation(xs: np.ndarray, mesh) -> tuple[tuple[float, ...], tuple[float
         return mdl.normalisation_from_data(xs)
     xs64 = np.asarray(xs, np.float64)
     moments = parallel.gather_from_processes(
-        np.concatenate([[xs.shape[0]], xs64.mean(0), xs64.var(0)]).astype(np.float32), mesh)
-    counts, means, variances = moments[:, :1], moments[:, 1:1 + xs.shape[1]], moments[:, 1 + xs.shape[1]:]
+        np.concatenate([[xs.shape[0]], xs64.mean(0), xs64.var(0)]).astype(np.float32), mesh
+    )
+    counts, means, variances = (
+        moments[:, :1],
+        moments[:, 1 : 1 + xs.shape[1]],
+        moments[:, 1 + xs.shape[1] :],
+    )
     counts, means, variances = (np.asarray(a, np.float64) for a in (counts, means, variances))
     mean = (counts * means).sum(0) / counts.sum()
     std = np.sqrt((counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum())
@@ -445,7 +526,9 @@ def evaluate_nll(graphdef, params, xs, ys, *, chunk_size: int = 16384) -> float:
     xs, ys = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
     total = 0.0
     for start in range(0, xs.shape[0], chunk_size):
-        total += float(apply(params, xs[start:start + chunk_size], ys[start:start + chunk_size]))
+        total += float(
+            apply(params, xs[start : start + chunk_size], ys[start : start + chunk_size])
+        )
     return total / xs.shape[0]
 
 
@@ -455,5 +538,6 @@ _NLL_CACHE: dict[Any, Callable] = {}
 def _jitted_nll_sum(graphdef):
     if graphdef not in _NLL_CACHE:
         _NLL_CACHE[graphdef] = jax.jit(
-            lambda params, x, y: -jnp.sum(mx.log_prob(mdl.apply(graphdef, params, x), y)))
+            lambda params, x, y: -jnp.sum(mx.log_prob(mdl.apply(graphdef, params, x), y))
+        )
     return _NLL_CACHE[graphdef]

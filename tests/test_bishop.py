@@ -53,8 +53,9 @@ def test_optimum_matches_monte_carlo(test_x):
     verification = bishop.verify_optimum(test_x, mc_samples=50_000)
     assert verification["ok"], verification
     # Monte Carlo on fresh data agrees with the exact population optimum.
-    assert verification["mc_optimum"] == pytest.approx(verification["population_optimum"],
-                                                       abs=4 * verification["mc_stderr"] + 2e-3)
+    assert verification["mc_optimum"] == pytest.approx(
+        verification["population_optimum"], abs=4 * verification["mc_stderr"] + 2e-3
+    )
     # The held-out optimum is a sample mean of the same quantity: within sampling error of it.
     assert bishop.optimal_nll(test_x) == pytest.approx(verification["population_optimum"], abs=0.05)
     # And it is -log of a density of a set shorter than (0, 1): well below 0.
@@ -81,5 +82,7 @@ def test_main_returns_zero_and_prints_table(capsys):
     out = capsys.readouterr().out
     assert "held-out NLL" in out and "gap to optimum" in out
     # --check fails when the criteria cannot hold (two epochs, and K=1 cannot meet K>=3's bound).
-    assert bishop.main(["--ks", "1", "--epochs", "2", "--test-size", "500", "--no-verify",
-                        "--check"]) == 1
+    assert (
+        bishop.main(["--ks", "1", "--epochs", "2", "--test-size", "500", "--no-verify", "--check"])
+        == 1
+    )

@@ -43,15 +43,29 @@ def interrupted(tmp_path_factory):
     history, saved = [], {}
 
     def save_and_maybe_stop(report):
-        history.append({"epoch": report.epoch, "loss": report.loss, "seconds": report.seconds,
-                        "samples_per_second": report.samples_per_second})
-        checkpoint.save(directory, state=report.state, model_config=report.model_config,
-                        train_config=TRAIN, epoch=report.epoch, num_samples=xs.shape[0],
-                        history=history)
+        history.append(
+            {
+                "epoch": report.epoch,
+                "loss": report.loss,
+                "seconds": report.seconds,
+                "samples_per_second": report.samples_per_second,
+            }
+        )
+        checkpoint.save(
+            directory,
+            state=report.state,
+            model_config=report.model_config,
+            train_config=TRAIN,
+            epoch=report.epoch,
+            num_samples=xs.shape[0],
+            history=history,
+        )
         saved[report.epoch] = (_host(report.state), list(history))
         return report.epoch == 2
 
-    result = train.fit(xs, ys, model_config=MODEL, train_config=TRAIN, callbacks=[save_and_maybe_stop])
+    result = train.fit(
+        xs, ys, model_config=MODEL, train_config=TRAIN, callbacks=[save_and_maybe_stop]
+    )
     return directory, result, saved
 
 
@@ -64,8 +78,12 @@ def test_round_trip_is_bit_exact(interrupted):
         _assert_bitwise_equal(_host(restored.state), leaves)
         assert restored.state.step.dtype == np.int32 and int(restored.state.step) == 4 * epoch
         assert jax.dtypes.issubdtype(restored.state.key.dtype, jax.dtypes.prng_key)
-        assert jax.tree_util.tree_structure(restored.state) == jax.tree_util.tree_structure(result.state)
-        assert restored.model_config == result.model_config  # includes the fitted input normalisation
+        assert jax.tree_util.tree_structure(restored.state) == jax.tree_util.tree_structure(
+            result.state
+        )
+        assert (
+            restored.model_config == result.model_config
+        )  # includes the fitted input normalisation
         assert restored.train_config == TRAIN
         assert (restored.epoch, restored.history, restored.num_samples) == (epoch, history, 200)
     assert checkpoint.restore(directory).epoch == 2  # default: the latest
@@ -76,8 +94,14 @@ def test_resume_equals_uninterrupted_training(interrupted):
     xs, ys = _toy()
     straight = train.fit(xs, ys, model_config=MODEL, train_config=TRAIN)
     restored = checkpoint.restore(directory)
-    resumed = train.fit(xs, ys, model_config=restored.model_config, train_config=restored.train_config,
-                        state=restored.state, start_epoch=restored.epoch)
+    resumed = train.fit(
+        xs,
+        ys,
+        model_config=restored.model_config,
+        train_config=restored.train_config,
+        state=restored.state,
+        start_epoch=restored.epoch,
+    )
     assert [h["epoch"] for h in resumed.history] == [3, 4]
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
     _assert_bitwise_equal(_host(resumed.state), _host(straight.state))
@@ -116,10 +140,15 @@ def test_leftover_temporary_directory_is_not_a_checkpoint(interrupted, tmp_path)
 def test_remove_unfinished_deletes_only_temporary_directories(interrupted, tmp_path):
     state = checkpoint.restore(interrupted[0]).state
     _save(tmp_path, state, 1)
-    for name in ("2.orbax-checkpoint-tmp", "7.orbax-checkpoint-tmp"):  # two saves that never finished
+    for name in (
+        "2.orbax-checkpoint-tmp",
+        "7.orbax-checkpoint-tmp",
+    ):  # two saves that never finished
         (tmp_path / name / "state").mkdir(parents=True)
-    assert [p.name for p in checkpoint.remove_unfinished(tmp_path)] == ["2.orbax-checkpoint-tmp",
-                                                                       "7.orbax-checkpoint-tmp"]
+    assert [p.name for p in checkpoint.remove_unfinished(tmp_path)] == [
+        "2.orbax-checkpoint-tmp",
+        "7.orbax-checkpoint-tmp",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
     assert checkpoint.restore(tmp_path).epoch == 1
     assert checkpoint.remove_unfinished(tmp_path / "absent") == []
@@ -129,18 +158,25 @@ def test_missing_checkpoints_raise_helpful_errors(tmp_path):
     assert checkpoint.latest_epoch(tmp_path) is None
     assert checkpoint.latest_epoch(tmp_path / "absent") is None
     for directory in (tmp_path, tmp_path / "absent"):
-        with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in .*; train first or check the path"):
+        with pytest.raises(
+            checkpoint.CheckpointError, match="no checkpoint in .*; train first or check the path"
+        ):
             checkpoint.restore(directory)
     assert not (tmp_path / "absent").exists()
 
 
 def test_missing_epoch_and_config_mismatch_raise(interrupted, tmp_path):
     state = checkpoint.restore(interrupted[0]).state
-    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint for epoch 7 .*available: \[1, 2\]"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"no checkpoint for epoch 7 .*available: \[1, 2\]"
+    ):
         checkpoint.restore(interrupted[0], epoch=7)
     wider = model.ModelConfig(in_features=2, out_features=2, hidden=(16,), components=2)
     _save(tmp_path, state, 1, model_config=wider)  # arrays of an (8,) model labelled (16,)
-    with pytest.raises(checkpoint.CheckpointError, match=r"does not match its stored config \(hidden=\(16,\).*on disk") as error:
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"does not match its stored config \(hidden=\(16,\).*on disk",
+    ) as error:
         checkpoint.restore(tmp_path)
     assert "\n" not in str(error.value)
 

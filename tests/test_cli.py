@@ -21,7 +21,17 @@ import pytest
 
 from mdn_jax import checkpoint, cli, media
 
-TINY = ["--batch-size", "32", "--hidden", "8,8", "--components", "2", "--frame-every", "1", "--no-progress"]
+TINY = [
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8,8",
+    "--components",
+    "2",
+    "--frame-every",
+    "1",
+    "--no-progress",
+]
 METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
 
 # Lines some JAX/absl/XLA builds print on stderr by themselves; not ours, so not counted.
@@ -53,9 +63,16 @@ def _assert_usage_error(code, stderr, flag, command="train"):
 
 def _subprocesses(cwd, commands):
     """Run `python -m mdn_jax.cli ARGS` for each ARGS at once; [(exit code, stderr), ...]."""
-    processes = [subprocess.Popen([sys.executable, "-m", "mdn_jax.cli", *map(str, args)], cwd=cwd,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for args in commands]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mdn_jax.cli", *map(str, args)],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
     results = []
     for process in processes:
         try:
@@ -87,7 +104,9 @@ def _png(path, height=8, width=8, seed=0):
 
 def _snapshot(folder):
     """Every file under `folder` with its bytes, to show a refused command changed nothing."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def _metrics(run):
@@ -103,11 +122,14 @@ def test_subprocess_errors_are_one_line_with_exit_2(tmp_path):
     (tmp_path / "text.png").write_text("not an image at all\n")
     (tmp_path / "notarun").mkdir()
     # started together so their JAX imports overlap
-    text, components, render = _subprocesses(tmp_path, [
-        ("train", "text.png", "--out", "run"),
-        ("train", "ok.png", "--components", "0", "--out", "run"),
-        ("render", "notarun", "--out", "x.png"),
-    ])
+    text, components, render = _subprocesses(
+        tmp_path,
+        [
+            ("train", "text.png", "--out", "run"),
+            ("train", "ok.png", "--components", "0", "--out", "run"),
+            ("render", "notarun", "--out", "x.png"),
+        ],
+    )
     _assert_error(*text, "text.png", "not a readable image", "PNG")
     _assert_usage_error(*components, "--components")
     assert not (tmp_path / "run").exists()
@@ -132,17 +154,31 @@ def inputs(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("args, words", [
-    (["missing.png"], ("missing.png", "no such file", "check the path")),
-    (["zero.png"], ("zero.png", "empty", "0 bytes", "replace")),
-    (["mixed"], ("different sizes", "a.png 8x8", "b.png 6x10", "--size")),
-    (["empty"], ("empty", "no image files", "add images")),
-    (["one.png", "--batch-size", "100000"], ("batch size 100000", "64 training pixels", "--batch-size 64")),
-], ids=["missing", "zero-bytes", "mixed-sizes", "empty-folder", "batch-too-big"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["missing.png"], ("missing.png", "no such file", "check the path")),
+        (["zero.png"], ("zero.png", "empty", "0 bytes", "replace")),
+        (["mixed"], ("different sizes", "a.png 8x8", "b.png 6x10", "--size")),
+        (["empty"], ("empty", "no image files", "add images")),
+        (
+            ["one.png", "--batch-size", "100000"],
+            ("batch size 100000", "64 training pixels", "--batch-size 64"),
+        ),
+    ],
+    ids=["missing", "zero-bytes", "mixed-sizes", "empty-folder", "batch-too-big"],
+)
 def test_train_data_errors(inputs, args, words):
     out = inputs / "run"
-    code, _, err = _main("train", *[str(inputs / a) if i == 0 else a for i, a in enumerate(args)],
-                         "--out", out, "--epochs", "1", "--no-progress")
+    code, _, err = _main(
+        "train",
+        *[str(inputs / a) if i == 0 else a for i, a in enumerate(args)],
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--no-progress",
+    )
     _assert_error(code, err, *words)
     assert not out.exists()
 
@@ -154,21 +190,37 @@ def test_train_image_over_the_pixel_limit(inputs, monkeypatch):
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
     code, _, err = _main("train", inputs / "one.png", "--out", inputs / "run", "--epochs", "1")
-    _assert_error(code, err, "one.png", "8x8 is 64 pixels", "more than the 50", "shrink the file first")
+    _assert_error(
+        code, err, "one.png", "8x8 is 64 pixels", "more than the 50", "shrink the file first"
+    )
     assert not (inputs / "run").exists()
 
 
 def test_train_out_is_a_file(inputs):
-    code, _, err = _main("train", inputs / "one.png", "--out", inputs / "afile", "--batch-size", "8")
+    code, _, err = _main(
+        "train", inputs / "one.png", "--out", inputs / "afile", "--batch-size", "8"
+    )
     _assert_error(code, err, "afile", "is a file", "--out")
     assert (inputs / "afile").read_text() == "I am a file"
 
 
-@pytest.mark.parametrize("flag, value", [
-    ("--components", "0"), ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--hidden", "10,abc"),
-    ("--size", "0x5"), ("--size", "8x8x8"), ("--structure", "diag"), ("--epochs", "0"),
-    ("--batch-size", "two"), ("--dtype", "float16"), ("--devices", "0"),
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--components", "0"),
+        ("--lr", "-1"),
+        ("--lr", "0"),
+        ("--lr", "nan"),
+        ("--hidden", "10,abc"),
+        ("--size", "0x5"),
+        ("--size", "8x8x8"),
+        ("--structure", "diag"),
+        ("--epochs", "0"),
+        ("--batch-size", "two"),
+        ("--dtype", "float16"),
+        ("--devices", "0"),
+    ],
+)
 def test_train_flag_errors_name_the_flag(inputs, flag, value):
     out = inputs / "run"
     code, _, err = _main("train", inputs / "one.png", "--out", out, flag, value)
@@ -176,24 +228,53 @@ def test_train_flag_errors_name_the_flag(inputs, flag, value):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--devices", "2"], ("--devices 2", "1 cpu device", "--devices 1 or less", "xla_force_host_platform_device_count=2")),
-    (["--coordinator", "localhost:1234"], ("--coordinator needs --num-processes and --process-id",)),
-    (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"],
-     ("--process-id 2 must be below --num-processes 2",)),
-], ids=["more-devices-than-there-are", "coordinator-alone", "process-id-too-big"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["--devices", "2"],
+            (
+                "--devices 2",
+                "1 cpu device",
+                "--devices 1 or less",
+                "xla_force_host_platform_device_count=2",
+            ),
+        ),
+        (
+            ["--coordinator", "localhost:1234"],
+            ("--coordinator needs --num-processes and --process-id",),
+        ),
+        (
+            ["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"],
+            ("--process-id 2 must be below --num-processes 2",),
+        ),
+    ],
+    ids=["more-devices-than-there-are", "coordinator-alone", "process-id-too-big"],
+)
 def test_device_and_process_flag_errors(inputs, args, words):
     """Refused in one line before JAX starts a distributed runtime or anything is written."""
     out = inputs / "run"
-    code, _, err = _main("train", inputs / "one.png", "--out", out, "--epochs", "1", "--batch-size", "8",
-                         "--no-progress", *args)
+    code, _, err = _main(
+        "train",
+        inputs / "one.png",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        *args,
+    )
     _assert_error(code, err, *words)
     assert not out.exists()
 
 
 def _subcommands():
     parser = cli.build_parser()
-    return sorted(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    return sorted(
+        next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    )
 
 
 def test_help_exits_0_for_every_subcommand():
@@ -223,16 +304,35 @@ def test_train_writes_complete_run_folder(trained):
     root, stdout = trained
     run = root / "run"
     assert "wrote" in stdout and "montage.gif" in stdout
-    for name in ("config.json", "metrics.json", "montage.gif", "final_mode.png", "components.png",
-                 "samples.png", "uncertainty.png", "loss.png"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "montage.gif",
+        "final_mode.png",
+        "components.png",
+        "samples.png",
+        "uncertainty.png",
+        "loss.png",
+    ):
         assert (run / name).is_file(), name
     assert (run / "checkpoint").is_dir() and checkpoint.latest_epoch(run / "checkpoint") == 3
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["components"] == 2 and config["model"]["hidden"] == [8, 8]
-    assert config["data"]["height"] == 8 and config["data"]["width"] == 8 and config["data"]["count"] == 2
+    assert (
+        config["data"]["height"] == 8
+        and config["data"]["width"] == 8
+        and config["data"]["count"] == 2
+    )
     metrics = _metrics(run)
-    for key in ("nll_nats", "component_psnr", "coverage_psnr", "samples_per_second", "epochs", "seconds",
-                "device"):
+    for key in (
+        "nll_nats",
+        "component_psnr",
+        "coverage_psnr",
+        "samples_per_second",
+        "epochs",
+        "seconds",
+        "device",
+    ):
         assert key in metrics, key
     assert np.isfinite(metrics["nll_nats"])
     assert len(metrics["component_psnr"]) == 2 and len(metrics["coverage_psnr"]) == 2
@@ -242,7 +342,9 @@ def test_train_writes_complete_run_folder(trained):
     assert iio.imread(run / "final_mode.png").shape[:2] == (8, 8)
     for name in ("components.png", "samples.png", "uncertainty.png", "loss.png"):
         assert iio.imread(run / name).ndim == 3, name
-    leftovers = [str(p) for p in run.rglob("*") if p.name.startswith(".") or "tmp" in p.name.lower()]
+    leftovers = [
+        str(p) for p in run.rglob("*") if p.name.startswith(".") or "tmp" in p.name.lower()
+    ]
     assert leftovers == []
 
 
@@ -250,7 +352,9 @@ def test_render_every_method(trained):
     root, _ = trained
     for method in METHODS:
         out = root / f"render_{method}.png"
-        code, stdout, err = _main("render", root / "run", "--method", method, "--samples", "3", "--out", out)
+        code, stdout, err = _main(
+            "render", root / "run", "--method", method, "--samples", "3", "--out", out
+        )
         assert code == 0 and _lines(err) == [], (method, err)
         assert "wrote" in stdout
         image = iio.imread(out)
@@ -258,7 +362,9 @@ def test_render_every_method(trained):
             assert image.shape == media.grid([np.zeros((8, 8, 3))] * 3).shape
         elif method != "components":
             assert image.shape == (8, 8, 3), method
-    code, _, err = _main("render", root / "run", "--method", "mean", "--size", "16x20", "--out", root / "big.png")
+    code, _, err = _main(
+        "render", root / "run", "--method", "mean", "--size", "16x20", "--out", root / "big.png"
+    )
     assert code == 0, err
     assert iio.imread(root / "big.png").shape == (16, 20, 3)
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
@@ -266,20 +372,43 @@ def test_render_every_method(trained):
 
 def test_render_errors(trained):
     root, _ = trained
-    code, _, err = _main("render", root / "run", "--method", "component", "--component", "99",
-                         "--out", root / "c99.png")
+    code, _, err = _main(
+        "render",
+        root / "run",
+        "--method",
+        "component",
+        "--component",
+        "99",
+        "--out",
+        root / "c99.png",
+    )
     _assert_error(code, err, "--component 99", "0..1")
     code, _, err = _main("render", root / "run", "--out", root / "x.jpg")
     _assert_error(code, err, "x.jpg", ".png")
     code, _, err = _main("render", root / "run", "--method", "fancy", "--out", root / "f.png")
     _assert_usage_error(code, err, "--method", command="render")
-    code, _, err = _main("render", root / "run", "--size", "20000x20000", "--out", root / "huge.png")
+    code, _, err = _main(
+        "render", root / "run", "--size", "20000x20000", "--out", root / "huge.png"
+    )
     _assert_error(code, err, "20000x20000", "400,000,000 pixels", "89,478,485", "smaller --size")
-    code, _, err = _main("render", root / "run", "--method", "sample", "--samples", "1000", "--size", "400x400",
-                         "--out", root / "many.png")
+    code, _, err = _main(
+        "render",
+        root / "run",
+        "--method",
+        "sample",
+        "--samples",
+        "1000",
+        "--size",
+        "400x400",
+        "--out",
+        root / "many.png",
+    )
     _assert_error(code, err, "1000 samples of 400x400", "fewer --samples")
-    assert not [p for p in root.iterdir() if p.name in ("c99.png", "x.jpg", "f.png", "huge.png", "many.png")
-                or p.name.startswith(".")]
+    assert not [
+        p
+        for p in root.iterdir()
+        if p.name in ("c99.png", "x.jpg", "f.png", "huge.png", "many.png") or p.name.startswith(".")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +416,17 @@ def resumed(trained):
     """A copy of the 3-epoch run, resumed to epoch 5."""
     root, _ = trained
     shutil.copytree(root / "run", root / "resumed")
-    code, out, err = _main("train", root / "a.png", root / "b.png", "--epochs", "5", *TINY,
-                           "--out", root / "resumed", "--resume")
+    code, out, err = _main(
+        "train",
+        root / "a.png",
+        root / "b.png",
+        "--epochs",
+        "5",
+        *TINY,
+        "--out",
+        root / "resumed",
+        "--resume",
+    )
     assert code == 0, err
     assert "resuming" in out
     return root / "resumed"
@@ -302,25 +440,48 @@ def test_resume_continues_to_later_epoch(resumed):
     assert iio.imread(resumed / "montage.gif", index=None).shape[0] == 5
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--resume", "--components", "3"], ("other settings", "components 2 (now 3)", "new --out")),
-    (["--resume", "--schedule", "cosine"], ("other settings", "schedule", "new --out")),
-    (["--resume", "--clip-norm", "1"], ("other settings", "clip_norm", "new --out")),
-    (["--resume", "--dtype", "bfloat16"], ("other settings", "dtype 'float32' (now 'bfloat16')", "new --out")),
-    ([], ("already holds a trained run", "--resume")),  # a fresh run must not clobber a trained one
-], ids=["components", "schedule", "clip-norm", "dtype", "no-resume"])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (
+            ["--resume", "--components", "3"],
+            ("other settings", "components 2 (now 3)", "new --out"),
+        ),
+        (["--resume", "--schedule", "cosine"], ("other settings", "schedule", "new --out")),
+        (["--resume", "--clip-norm", "1"], ("other settings", "clip_norm", "new --out")),
+        (
+            ["--resume", "--dtype", "bfloat16"],
+            ("other settings", "dtype 'float32' (now 'bfloat16')", "new --out"),
+        ),
+        (
+            [],
+            ("already holds a trained run", "--resume"),
+        ),  # a fresh run must not clobber a trained one
+    ],
+    ids=["components", "schedule", "clip-norm", "dtype", "no-resume"],
+)
 def test_refused_resume_changes_nothing(trained, resumed, extra, words):
     root, _ = trained
     before = _snapshot(resumed)
     # argparse keeps the last of a repeated flag, so `extra` overrides TINY
-    code, _, err = _main("train", root / "a.png", root / "b.png", "--epochs", "6", *TINY, *extra, "--out", resumed)
+    code, _, err = _main(
+        "train", root / "a.png", root / "b.png", "--epochs", "6", *TINY, *extra, "--out", resumed
+    )
     _assert_error(code, err, *words)
     assert _snapshot(resumed) == before
 
 
 def test_resume_without_checkpoint_refused(tmp_path):
-    code, _, err = _main("train", _png(tmp_path / "a.png"), "--epochs", "2", *TINY, "--out", tmp_path / "fresh",
-                         "--resume")
+    code, _, err = _main(
+        "train",
+        _png(tmp_path / "a.png"),
+        "--epochs",
+        "2",
+        *TINY,
+        "--out",
+        tmp_path / "fresh",
+        "--resume",
+    )
     _assert_error(code, err, "no checkpoint", "without --resume")
     assert not (tmp_path / "fresh").exists()
 
@@ -328,22 +489,36 @@ def test_resume_without_checkpoint_refused(tmp_path):
 def test_resume_equals_uninterrupted(trained, resumed):
     """3 epochs, then --resume to 5 == 5 epochs straight: bit-identical params and optimiser state."""
     root, _ = trained
-    code, _, err = _main("train", root / "a.png", root / "b.png", "--epochs", "5", *TINY, "--out", root / "straight")
+    code, _, err = _main(
+        "train", root / "a.png", root / "b.png", "--epochs", "5", *TINY, "--out", root / "straight"
+    )
     assert code == 0, err
-    a, b = checkpoint.restore(resumed / "checkpoint"), checkpoint.restore(root / "straight" / "checkpoint")
+    a, b = (
+        checkpoint.restore(resumed / "checkpoint"),
+        checkpoint.restore(root / "straight" / "checkpoint"),
+    )
     assert a.epoch == b.epoch == 5
-    for x, y in zip(jax.tree.leaves((a.state.params, a.state.opt_state, a.state.step)),
-                    jax.tree.leaves((b.state.params, b.state.opt_state, b.state.step)), strict=True):
+    for x, y in zip(
+        jax.tree.leaves((a.state.params, a.state.opt_state, a.state.step)),
+        jax.tree.leaves((b.state.params, b.state.opt_state, b.state.step)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    np.testing.assert_array_equal(jax.random.key_data(a.state.key), jax.random.key_data(b.state.key))
-    assert [h["loss"] for h in _metrics(resumed)["history"]] == [h["loss"] for h in _metrics(root / "straight")["history"]]
+    np.testing.assert_array_equal(
+        jax.random.key_data(a.state.key), jax.random.key_data(b.state.key)
+    )
+    assert [h["loss"] for h in _metrics(resumed)["history"]] == [
+        h["loss"] for h in _metrics(root / "straight")["history"]
+    ]
 
 
 def test_mixed_sizes_train_with_size_flag(tmp_path):
     root = tmp_path
     _png(root / "mixed" / "a.png", 8, 8, seed=5)
     _png(root / "mixed" / "b.png", 6, 10, seed=6)
-    code, out, err = _main("train", root / "mixed", "--size", "8x8", "--epochs", "1", *TINY, "--out", root / "sized")
+    code, out, err = _main(
+        "train", root / "mixed", "--size", "8x8", "--epochs", "1", *TINY, "--out", root / "sized"
+    )
     assert code == 0, err  # one epoch: a one-frame montage GIF
     assert "2 image(s) of 8x8" in out
     assert iio.imread(root / "sized" / "final_mode.png").shape[:2] == (8, 8)
@@ -362,9 +537,25 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     import time
 
     _png(tmp_path / "a.png", seed=1)
-    command = [sys.executable, "-m", "mdn_jax.cli", "train", "a.png", "--epochs", "100000", *TINY,
-               "--frame-every", "0", "--checkpoint-every", "0", "--out", "run"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mdn_jax.cli",
+        "train",
+        "a.png",
+        "--epochs",
+        "100000",
+        *TINY,
+        "--frame-every",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        "run",
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     first_frame = tmp_path / "run" / "frames" / "epoch_00001.png"
     deadline = time.time() + 120
     while not first_frame.exists() and time.time() < deadline and process.poll() is None:
@@ -377,10 +568,25 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     values = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert values["interrupted"] is True and 1 <= values["epochs"] < 100000
     assert checkpoint.latest_epoch(tmp_path / "run" / "checkpoint") == values["epochs"]
-    for name in ("montage.gif", "final_mode.png", "components.png", "samples.png", "uncertainty.png", "loss.png"):
+    for name in (
+        "montage.gif",
+        "final_mode.png",
+        "components.png",
+        "samples.png",
+        "uncertainty.png",
+        "loss.png",
+    ):
         assert (tmp_path / "run" / name).exists(), name
-    code, out, err = _main("train", tmp_path / "a.png", "--epochs", str(values["epochs"] + 1), *TINY,
-                           "--resume", "--out", tmp_path / "run")
+    code, out, err = _main(
+        "train",
+        tmp_path / "a.png",
+        "--epochs",
+        str(values["epochs"] + 1),
+        *TINY,
+        "--resume",
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 0, err
     assert _metrics(tmp_path / "run")["epochs"] == values["epochs"] + 1
 
@@ -397,7 +603,10 @@ def test_render_out_is_a_folder_and_stale_frames_are_cleared(trained, tmp_path):
     _png(tmp_path / "a.png", seed=3)
     code, _, err = _main("train", tmp_path / "a.png", "--epochs", "2", *TINY, "--out", run)
     assert code == 0, err
-    assert sorted(p.name for p in (run / "frames").iterdir()) == ["epoch_00001.png", "epoch_00002.png"]
+    assert sorted(p.name for p in (run / "frames").iterdir()) == [
+        "epoch_00001.png",
+        "epoch_00002.png",
+    ]
 
 
 def test_resume_with_another_batch_size_is_refused(trained, tmp_path):
@@ -405,8 +614,19 @@ def test_resume_with_another_batch_size_is_refused(trained, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(root / "run", copy)
     before = _snapshot(copy)
-    code, _, err = _main("train", root / "a.png", root / "b.png", "--epochs", "9", *TINY[2:],
-                         "--batch-size", "16", "--resume", "--out", copy)
+    code, _, err = _main(
+        "train",
+        root / "a.png",
+        root / "b.png",
+        "--epochs",
+        "9",
+        *TINY[2:],
+        "--batch-size",
+        "16",
+        "--resume",
+        "--out",
+        copy,
+    )
     _assert_error(code, err, "batch_size")
     assert _snapshot(copy) == before
 
@@ -417,14 +637,37 @@ def test_non_finite_training_stops_with_one_line_and_keeps_the_checkpoint(tmp_pa
     code, _, err = _main("train", tmp_path / "a.png", "--epochs", "2", *TINY, "--out", run)
     assert code == 0, err
     before = checkpoint.latest_epoch(run / "checkpoint")
-    code, _, err = _main("train", tmp_path / "a.png", "--epochs", "4", *TINY, "--lr", "1e30", "--resume", "--out", run)
+    code, _, err = _main(
+        "train",
+        tmp_path / "a.png",
+        "--epochs",
+        "4",
+        *TINY,
+        "--lr",
+        "1e30",
+        "--resume",
+        "--out",
+        run,
+    )
     lines = _lines(err)
     assert code == 3 and len(lines) == 1, err
     assert lines[0].startswith("mdn-jax: error: non-finite loss or gradient in epoch 3")
     assert "checkpoint of epoch 2 is kept" in lines[0] and "--resume" in lines[0]
     assert checkpoint.latest_epoch(run / "checkpoint") == before == 2
-    code, _, err = _main("train", tmp_path / "a.png", "--epochs", "4", *TINY, "--lr", "1e30", "--resume",
-                         "--on-nonfinite", "skip", "--out", run)
+    code, _, err = _main(
+        "train",
+        tmp_path / "a.png",
+        "--epochs",
+        "4",
+        *TINY,
+        "--lr",
+        "1e30",
+        "--resume",
+        "--on-nonfinite",
+        "skip",
+        "--out",
+        run,
+    )
     assert code == 0, err
     history = _metrics(run)["history"]
     assert history[-1]["epoch"] == 4 and history[-1]["skipped_steps"] >= 1
@@ -439,7 +682,9 @@ def test_one_pixel_images_in_a_non_ascii_folder(tmp_path):
     run, out = folder / "lauf ü", tmp_path / "Ausgabe é" / "ß.png"
     code, _, err = _main("train", folder, "--epochs", "2", *TINY, "--out", run)
     _assert_error(code, err, "batch size 32", "3 training pixels", "--batch-size 3")
-    code, stdout, err = _main("train", folder, "--epochs", "2", *TINY, "--batch-size", "3", "--out", run)
+    code, stdout, err = _main(
+        "train", folder, "--epochs", "2", *TINY, "--batch-size", "3", "--out", run
+    )
     assert code == 0, err
     assert "3 image(s) of 1x1 (3 pixels)" in stdout and str(run) in stdout
     assert checkpoint.latest_epoch(run / "checkpoint") == 2

@@ -33,7 +33,9 @@ def test_load_rgb_png_is_exact_over_255(tmp_path):
 
 
 def test_load_rgba_composites_over_white(tmp_path):
-    pixels = np.array([[[255, 0, 0, 255], [0, 0, 0, 0], [0, 0, 255, 128], [10, 200, 30, 0]]], np.uint8)
+    pixels = np.array(
+        [[[255, 0, 0, 255], [0, 0, 0, 0], [0, 0, 255, 128], [10, 200, 30, 0]]], np.uint8
+    )
     iio.imwrite(tmp_path / "rgba.png", pixels)
     image = data.load_image(tmp_path / "rgba.png")
     _assert_rgb01(image, (1, 4, 3))
@@ -41,7 +43,9 @@ def test_load_rgba_composites_over_white(tmp_path):
     np.testing.assert_allclose(image[0, 1], [1, 1, 1], atol=1e-7)  # fully transparent black: white
     np.testing.assert_allclose(image[0, 3], [1, 1, 1], atol=1e-7)  # fully transparent colour: white
     alpha = 128 / 255
-    np.testing.assert_allclose(image[0, 2], [1 - alpha, 1 - alpha, 1.0], atol=1e-6)  # half blue over white
+    np.testing.assert_allclose(
+        image[0, 2], [1 - alpha, 1 - alpha, 1.0], atol=1e-6
+    )  # half blue over white
 
 
 def test_load_greyscale_gives_three_equal_channels(tmp_path):
@@ -62,7 +66,9 @@ def test_load_greyscale_alpha_composites_over_white(tmp_path):
     _assert_rgb01(image, (1, 3, 3))
     np.testing.assert_allclose(image[0, 0], [100 / 255] * 3, atol=1e-6)
     np.testing.assert_allclose(image[0, 1], [1, 1, 1], atol=1e-7)
-    np.testing.assert_allclose(image[0, 2], [1 - 51 / 255] * 3, atol=1e-6)  # black at alpha 0.2 over white
+    np.testing.assert_allclose(
+        image[0, 2], [1 - 51 / 255] * 3, atol=1e-6
+    )  # black at alpha 0.2 over white
 
 
 def test_load_16_bit_greyscale_divides_by_65535(tmp_path):
@@ -71,7 +77,9 @@ def test_load_16_bit_greyscale_divides_by_65535(tmp_path):
     assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
     image = data.load_image(tmp_path / "g16.png")
     _assert_rgb01(image, (2, 2, 3))
-    np.testing.assert_allclose(image[0, 1], [1000 / 65535] * 3, rtol=1e-6)  # not 1000/255 clipped to 1
+    np.testing.assert_allclose(
+        image[0, 1], [1000 / 65535] * 3, rtol=1e-6
+    )  # not 1000/255 clipped to 1
     np.testing.assert_allclose(image[1, 0], [1.0] * 3)
     np.testing.assert_allclose(image[1, 1], [32768 / 65535] * 3, rtol=1e-6)
     assert image[0, 0, 0] == 0.0
@@ -79,7 +87,9 @@ def test_load_16_bit_greyscale_divides_by_65535(tmp_path):
 
 def test_load_palette_png_expands_through_palette(tmp_path):
     rgb = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]], np.uint8)
-    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(tmp_path / "p.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(
+        tmp_path / "p.png"
+    )
     assert Image.open(tmp_path / "p.png").mode == "P"
     image = data.load_image(tmp_path / "p.png")
     _assert_rgb01(image, (2, 2, 3))
@@ -95,12 +105,18 @@ def test_load_cmyk_jpeg_converts_to_rgb(tmp_path):
     image = data.load_image(tmp_path / "cmyk.jpg")
     _assert_rgb01(image, (16, 16, 3))
     # JPEG is lossy (and chroma is subsampled), so compare away from the colour edge, loosely.
-    np.testing.assert_allclose(image[4:12, 1:5], np.broadcast_to(colours[0, 0] / 255.0, (8, 4, 3)), atol=0.05)
-    np.testing.assert_allclose(image[4:12, 11:15], np.broadcast_to(colours[0, 15] / 255.0, (8, 4, 3)), atol=0.05)
+    np.testing.assert_allclose(
+        image[4:12, 1:5], np.broadcast_to(colours[0, 0] / 255.0, (8, 4, 3)), atol=0.05
+    )
+    np.testing.assert_allclose(
+        image[4:12, 11:15], np.broadcast_to(colours[0, 15] / 255.0, (8, 4, 3)), atol=0.05
+    )
 
 
 def test_load_multi_frame_gif_uses_first_frame(tmp_path):
-    frames = np.stack([np.full((4, 6, 3), colour, np.uint8) for colour in ([255, 0, 0], [0, 0, 255])])
+    frames = np.stack(
+        [np.full((4, 6, 3), colour, np.uint8) for colour in ([255, 0, 0], [0, 0, 255])]
+    )
     iio.imwrite(tmp_path / "anim.gif", frames, extension=".gif")
     assert iio.imread(tmp_path / "anim.gif", index=None).shape[0] == 2
     image = data.load_image(tmp_path / "anim.gif")
@@ -121,8 +137,14 @@ def _encoded(suffix, **options):
     """A 32x32 photo-like image (smooth plus noise) encoded as `suffix`, as bytes."""
     rng = np.random.default_rng(7)
     ramp = np.linspace(0, 255, 32)
-    pixels = np.clip(np.stack([ramp[:, None] + 0 * ramp, 0 * ramp[:, None] + ramp, 128 + 0 * ramp[:, None] * ramp], -1)
-                     + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(
+        np.stack(
+            [ramp[:, None] + 0 * ramp, 0 * ramp[:, None] + ramp, 128 + 0 * ramp[:, None] * ramp], -1
+        )
+        + rng.normal(0, 20, (32, 32, 3)),
+        0,
+        255,
+    ).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=suffix, **options)
     return buffer.getvalue()
@@ -133,25 +155,51 @@ def _damaged_jpeg(where):
     data = bytearray(_encoded("JPEG", quality=90))
     if where == "header":
         start = data.find(b"\xff\xc0")
-        data[start + 5:start + 9] = bytes(4)  # height and width 0
+        data[start + 5 : start + 9] = bytes(4)  # height and width 0
     else:
         middle = len(data) // 2
-        data[middle:middle + 64] = b"\xff" * 64
+        data[middle : middle + 64] = b"\xff" * 64
     return bytes(data)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio probes its legacy plugins on junk
-@pytest.mark.parametrize("name, content, words", [
-    ("missing.png", None, ("no such file",)),
-    ("zero.png", b"", ("empty", "0 bytes")),
-    ("text.png", b"this is not a picture\n", ("not a readable image", "PNG")),
-    ("cut.png", _encoded("PNG")[:600], ("not a readable image", "truncated", "damaged or cut short")),
-    ("header-only.png", _encoded("PNG")[:40], ("not a readable image", "damaged or cut short")),
-    ("cut.jpg", _encoded("JPEG", quality=90)[:700], ("not a readable image", "truncated", "damaged or cut short")),
-    ("bad-header.jpg", _damaged_jpeg("header"), ("not a readable image", "damaged or cut short")),
-    ("bad-data.jpg", _damaged_jpeg("data"), ("not a readable image", "damaged or cut short")),
-], ids=["missing", "zero-bytes", "text", "truncated-png", "png-header-only", "truncated-jpeg", "jpeg-bad-header",
-        "jpeg-bad-data"])
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # imageio probes its legacy plugins on junk
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("missing.png", None, ("no such file",)),
+        ("zero.png", b"", ("empty", "0 bytes")),
+        ("text.png", b"this is not a picture\n", ("not a readable image", "PNG")),
+        (
+            "cut.png",
+            _encoded("PNG")[:600],
+            ("not a readable image", "truncated", "damaged or cut short"),
+        ),
+        ("header-only.png", _encoded("PNG")[:40], ("not a readable image", "damaged or cut short")),
+        (
+            "cut.jpg",
+            _encoded("JPEG", quality=90)[:700],
+            ("not a readable image", "truncated", "damaged or cut short"),
+        ),
+        (
+            "bad-header.jpg",
+            _damaged_jpeg("header"),
+            ("not a readable image", "damaged or cut short"),
+        ),
+        ("bad-data.jpg", _damaged_jpeg("data"), ("not a readable image", "damaged or cut short")),
+    ],
+    ids=[
+        "missing",
+        "zero-bytes",
+        "text",
+        "truncated-png",
+        "png-header-only",
+        "truncated-jpeg",
+        "jpeg-bad-header",
+        "jpeg-bad-data",
+    ],
+)
 def test_load_image_bad_files_raise_one_line_data_error(tmp_path, name, content, words):
     path = tmp_path / name
     if content is not None:
@@ -166,16 +214,35 @@ def test_load_image_bad_files_raise_one_line_data_error(tmp_path, name, content,
 
 def _png_header(width, height):
     """A PNG that claims `width x height` RGB pixels but holds no pixel data: tiny on disk."""
+
     def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("width, height, words", [
-    (100_000, 100_000, ("10,000,000,000 pixels",)),  # past twice Pillow's limit: Pillow refuses to open it
-    (10_000, 10_000, ("10000x10000", "100,000,000 pixels")),  # past the limit: Pillow only warns
-])
+@pytest.mark.parametrize(
+    "width, height, words",
+    [
+        (
+            100_000,
+            100_000,
+            ("10,000,000,000 pixels",),
+        ),  # past twice Pillow's limit: Pillow refuses to open it
+        (
+            10_000,
+            10_000,
+            ("10000x10000", "100,000,000 pixels"),
+        ),  # past the limit: Pillow only warns
+    ],
+)
 def test_huge_image_refused_from_its_header_before_decoding(tmp_path, width, height, words):
     path = tmp_path / "huge.png"
     path.write_bytes(_png_header(width, height))
@@ -197,9 +264,13 @@ def test_pixel_limit_follows_pillow_and_covers_resizing(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     assert data.max_pixels() == 100
     assert data.load_image(tmp_path / "small.png").shape == (8, 8, 3)
-    with pytest.raises(data.DataError, match=r"large.png: image of 12x12 is 144 pixels, more than the 100"):
+    with pytest.raises(
+        data.DataError, match=r"large.png: image of 12x12 is 144 pixels, more than the 100"
+    ):
         data.load_image(tmp_path / "large.png")
-    with pytest.raises(data.DataError, match=r"--size 10x11 is 110 pixels.*choose a smaller --size"):
+    with pytest.raises(
+        data.DataError, match=r"--size 10x11 is 110 pixels.*choose a smaller --size"
+    ):
         data.load_images([tmp_path / "small.png"], size=(10, 11))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's way to turn the check off
     assert data.load_image(tmp_path / "large.png").shape == (12, 12, 3)
@@ -222,7 +293,9 @@ def test_find_images_skips_junk_and_sorts(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("c.png", "a.jpg", "B.PNG", "b.gif"):
-        iio.imwrite(folder / name, np.zeros((4, 4, 3), np.uint8), extension=Path(name).suffix.lower())
+        iio.imwrite(
+            folder / name, np.zeros((4, 4, 3), np.uint8), extension=Path(name).suffix.lower()
+        )
     (folder / "notes.txt").write_text("junk")
     (folder / "README").write_text("junk")
     (folder / "sub.png").mkdir()  # a folder with an image suffix is not an image
@@ -298,7 +371,9 @@ def test_image_pairs_match_pixels():
     for i in range(n * height * width):
         image, rest = divmod(i, height * width)
         row, col = divmod(rest, width)
-        np.testing.assert_allclose(positions[i], [(row + 0.5) / height, (col + 0.5) / width], rtol=1e-6)
+        np.testing.assert_allclose(
+            positions[i], [(row + 0.5) / height, (col + 0.5) / width], rtol=1e-6
+        )
         np.testing.assert_array_equal(colours[i], images[image, row, col])
     # a single [H, W, C] image is treated as N = 1
     single_positions, single_colours = data.image_pairs(images[1])

@@ -27,8 +27,21 @@ import pytest
 
 from mdn_jax import checkpoint, cli, media
 
-FLAGS = ["--epochs", "4", "--batch-size", "32", "--hidden", "8,8", "--components", "2", "--frame-every", "1",
-         "--checkpoint-every", "1", "--no-progress"]
+FLAGS = [
+    "--epochs",
+    "4",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8,8",
+    "--components",
+    "2",
+    "--frame-every",
+    "1",
+    "--checkpoint-every",
+    "1",
+    "--no-progress",
+]
 
 KILLER = r'''
 """`python killer.py POINT ARGS...`: run `mdn-jax ARGS...` and SIGKILL this process at POINT:
@@ -107,18 +120,31 @@ sys.exit(cli.main(argv))
 
 
 def _environment(*, cache):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))
+    }
     if cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=str(cache),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
     return env
 
 
 def _start(root, args, *, kill=None, cache=None):
     """`mdn-jax ARGS` (through the killer when `kill` names a point) in `root`, as a Popen."""
     prefix = [str(root / "killer.py"), kill] if kill else ["-m", "mdn_jax.cli"]
-    return subprocess.Popen([sys.executable, *prefix, *map(str, args)], cwd=root, env=_environment(cache=cache),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, *prefix, *map(str, args)],
+        cwd=root,
+        env=_environment(cache=cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(process):
@@ -156,8 +182,9 @@ def _assert_one_line_error(code, stderr, *words):
 def _leaves(run):
     restored = checkpoint.restore(run / "checkpoint")
     state = restored.state
-    return restored, [np.asarray(x) for x in jax.tree.leaves((state.params, state.opt_state, state.step))] + [
-        np.asarray(jax.random.key_data(state.key))]
+    return restored, [
+        np.asarray(x) for x in jax.tree.leaves((state.params, state.opt_state, state.step))
+    ] + [np.asarray(jax.random.key_data(state.key))]
 
 
 def _assert_same_run(a, b):
@@ -172,12 +199,17 @@ def _assert_same_run(a, b):
 
 def _temporaries(run):
     """Temporary files and folders anywhere in a run folder."""
-    return sorted(str(p.relative_to(run)) for p in run.rglob("*")
-                  if media._TEMPORARY_NAME.fullmatch(p.name) or p.name.endswith(".orbax-checkpoint-tmp"))
+    return sorted(
+        str(p.relative_to(run))
+        for p in run.rglob("*")
+        if media._TEMPORARY_NAME.fullmatch(p.name) or p.name.endswith(".orbax-checkpoint-tmp")
+    )
 
 
 def _snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +247,11 @@ def test_same_seed_and_flags_in_two_processes_give_bit_identical_parameters(unin
 def _assert_no_partial_files(run):
     """Every file under its final name is complete: images decode, JSON parses."""
     for path in run.rglob("*"):
-        if not path.is_file() or media._TEMPORARY_NAME.fullmatch(path.name) or "checkpoint" in path.parts:
+        if (
+            not path.is_file()
+            or media._TEMPORARY_NAME.fullmatch(path.name)
+            or "checkpoint" in path.parts
+        ):
             continue
         if path.suffix in (".png", ".gif"):
             assert iio.imread(path, index=None).size > 0, path
@@ -228,12 +264,20 @@ def _assert_no_partial_files(run):
 # newest complete checkpoint after it, what it leaves behind).
 KILLS = {
     "killed_early": [
-        ("checkpoint-write:1", None, "checkpoint/1.orbax-checkpoint-tmp"),  # no checkpoint yet: fresh start
+        (
+            "checkpoint-write:1",
+            None,
+            "checkpoint/1.orbax-checkpoint-tmp",
+        ),  # no checkpoint yet: fresh start
         ("epoch:3", 2, None),  # the fresh start, killed while epoch 3 computes
     ],
     "killed_late": [
         ("checkpoint-delete:3", 3, "checkpoint/1"),  # epoch 3 in place, epoch 1 half deleted
-        ("write:montage.gif", 4, ".montage.gif."),  # after the last checkpoint, in the final outputs
+        (
+            "write:montage.gif",
+            4,
+            ".montage.gif.",
+        ),  # after the last checkpoint, in the final outputs
     ],
 }
 
@@ -244,12 +288,18 @@ def _check_killed(root, run, kill, epoch, leftover):
     assert checkpoint.latest_epoch(run / "checkpoint") == epoch, kill
     if leftover:  # proof that the kill hit where it says
         assert any(str(p.relative_to(run)).startswith(leftover) for p in run.rglob("*")), kill
-    if kill.startswith("write:"):  # its first write: the file is not there at all, not there half written
+    if kill.startswith(
+        "write:"
+    ):  # its first write: the file is not there at all, not there half written
         assert not [p for p in run.rglob(kill.split(":")[1])], kill
     _assert_no_partial_files(run)
     if epoch is None:
-        _assert_one_line_error(*_main("render", run, "--out", root / "render.png"), "no checkpoint", "train first")
-        _assert_one_line_error(*_main(*_train(root, run.name, "--resume")), "no checkpoint", "without --resume")
+        _assert_one_line_error(
+            *_main("render", run, "--out", root / "render.png"), "no checkpoint", "train first"
+        )
+        _assert_one_line_error(
+            *_main(*_train(root, run.name, "--resume")), "no checkpoint", "without --resume"
+        )
     else:
         assert checkpoint.restore(run / "checkpoint").epoch == epoch
         code, err = _main("render", run, "--out", root / "render.png")
@@ -267,13 +317,20 @@ def test_sigkill_at_every_stage_then_resume_equals_the_uninterrupted_run(root, u
     reference, _ = uninterrupted
     runs = {name: root / name for name in KILLS}
     for step in range(3):
-        if step == 2:  # resume ignores config.json, and rewrites it, even edited into nonsense by hand
-            (runs["killed_late"] / "config.json").write_text('{"model": "mine", "data": {"height": -1')
+        if (
+            step == 2
+        ):  # resume ignores config.json, and rewrites it, even edited into nonsense by hand
+            (runs["killed_late"] / "config.json").write_text(
+                '{"model": "mine", "data": {"height": -1'
+            )
         started = {}
         for name, run in runs.items():
             kill = KILLS[name][step][0] if step < len(KILLS[name]) else None
             resume = ["--resume"] if checkpoint.latest_epoch(run / "checkpoint") is not None else []
-            started[name] = (kill, _start(root, _train(root, name, *resume), kill=kill, cache=root / "cache"))
+            started[name] = (
+                kill,
+                _start(root, _train(root, name, *resume), kill=kill, cache=root / "cache"),
+            )
         for name, (kill, process) in started.items():
             code, out, err = _finish(process)
             if kill is None:
@@ -283,25 +340,49 @@ def test_sigkill_at_every_stage_then_resume_equals_the_uninterrupted_run(root, u
                 _check_killed(root, runs[name], *KILLS[name][step])
     for run in runs.values():
         _assert_same_run(run, reference)
-        for name in ("final_mode.png", "montage.gif", "components.png", "samples.png", "uncertainty.png",
-                     "config.json"):
+        for name in (
+            "final_mode.png",
+            "montage.gif",
+            "components.png",
+            "samples.png",
+            "uncertainty.png",
+            "config.json",
+        ):
             assert (run / name).read_bytes() == (reference / name).read_bytes(), (run.name, name)
-        assert sorted(p.name for p in (run / "frames").iterdir()) == [f"epoch_0000{e}.png" for e in (1, 2, 3, 4)]
+        assert sorted(p.name for p in (run / "frames").iterdir()) == [
+            f"epoch_0000{e}.png" for e in (1, 2, 3, 4)
+        ]
         assert _temporaries(run) == [], run.name
         assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["3", "4"]
 
 
 def test_remove_temporaries_deletes_only_what_atomic_write_leaves(tmp_path):
     media.save_png(tmp_path / "kept.png", np.zeros((2, 2, 3)))
-    for name in (".kept.png.abc_1234.tmp.png", ".montage.gif.zz9_zz9z.tmp.gif", ".config.json.a1b2c3d4.tmp.json",
-                 ".gitignore", ".kept.png", "x.tmp.png", ".x.short.tmp.png"):
+    for name in (
+        ".kept.png.abc_1234.tmp.png",
+        ".montage.gif.zz9_zz9z.tmp.gif",
+        ".config.json.a1b2c3d4.tmp.json",
+        ".gitignore",
+        ".kept.png",
+        "x.tmp.png",
+        ".x.short.tmp.png",
+    ):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / ".dir.abcdefgh.tmp.png").mkdir()
     removed = media.remove_temporaries(tmp_path)
-    assert [p.name for p in removed] == [".config.json.a1b2c3d4.tmp.json", ".kept.png.abc_1234.tmp.png",
-                                         ".montage.gif.zz9_zz9z.tmp.gif"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".dir.abcdefgh.tmp.png", ".gitignore", ".kept.png",
-                                                          ".x.short.tmp.png", "kept.png", "x.tmp.png"]
+    assert [p.name for p in removed] == [
+        ".config.json.a1b2c3d4.tmp.json",
+        ".kept.png.abc_1234.tmp.png",
+        ".montage.gif.zz9_zz9z.tmp.gif",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".dir.abcdefgh.tmp.png",
+        ".gitignore",
+        ".kept.png",
+        ".x.short.tmp.png",
+        "kept.png",
+        "x.tmp.png",
+    ]
     assert media.remove_temporaries(tmp_path / "absent") == []
 
 
@@ -315,19 +396,45 @@ def _copy(reference, tmp_path):
     return run
 
 
-@pytest.mark.parametrize("text", [
-    "{not json", "[8, 8]", "{}", '{"data": [8, 8]}', '{"data": {"height": "eight", "width": 8}}',
-    '{"data": {"height": -3, "width": 8}}', '{"data": {"height": 8.5, "width": 8}}',
-    '{"data": {"height": true, "width": 8}}', None,
-], ids=["invalid", "list", "no-data", "data-list", "string", "negative", "float", "bool", "not-utf8"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        "[8, 8]",
+        "{}",
+        '{"data": [8, 8]}',
+        '{"data": {"height": "eight", "width": 8}}',
+        '{"data": {"height": -3, "width": 8}}',
+        '{"data": {"height": 8.5, "width": 8}}',
+        '{"data": {"height": true, "width": 8}}',
+        None,
+    ],
+    ids=[
+        "invalid",
+        "list",
+        "no-data",
+        "data-list",
+        "string",
+        "negative",
+        "float",
+        "bool",
+        "not-utf8",
+    ],
+)
 def test_render_with_a_hand_edited_config_json(uninterrupted, tmp_path, text):
     run = _copy(uninterrupted[0], tmp_path)
     path = run / "config.json"
     path.write_bytes(b"\xff\xfe\x00 binary" if text is None else text.encode())
-    _assert_one_line_error(*_main("render", run, "--out", tmp_path / "x.png"), "config.json",
-                           "no usable training size", "--size HxW")
+    _assert_one_line_error(
+        *_main("render", run, "--out", tmp_path / "x.png"),
+        "config.json",
+        "no usable training size",
+        "--size HxW",
+    )
     assert not (tmp_path / "x.png").exists()
-    code, err = _main("render", run, "--size", "3x5", "--out", tmp_path / "x.png")  # the fix it names
+    code, err = _main(
+        "render", run, "--size", "3x5", "--out", tmp_path / "x.png"
+    )  # the fix it names
     assert code == 0, err
     assert iio.imread(tmp_path / "x.png").shape == (3, 5, 3)
 
@@ -335,8 +442,12 @@ def test_render_with_a_hand_edited_config_json(uninterrupted, tmp_path, text):
 def test_render_with_a_huge_size_in_config_json(uninterrupted, tmp_path):
     run = _copy(uninterrupted[0], tmp_path)
     (run / "config.json").write_text('{"data": {"height": 1000000, "width": 1000000}}')
-    _assert_one_line_error(*_main("render", run, "--out", tmp_path / "x.png"), "1000000x1000000",
-                           "1,000,000,000,000 pixels", "smaller --size")
+    _assert_one_line_error(
+        *_main("render", run, "--out", tmp_path / "x.png"),
+        "1000000x1000000",
+        "1,000,000,000,000 pixels",
+        "smaller --size",
+    )
     assert not (tmp_path / "x.png").exists()
 
 
@@ -354,21 +465,47 @@ def _edit_meta(run, **changes):
     path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"model_config": {"hidden": [16, 16]}}, ("does not match its stored config", "hidden=(16, 16)", "on disk")),
-    ({"model_config": {"structure": "full"}}, ("does not match its stored config", "structure='full'")),
-    ({"model_config": {"components": "two"}}, ("unreadable checkpoint metadata", "components", "'two'")),
-    ({"epoch": ...}, ("unreadable checkpoint metadata", "no 'epoch' entry")),
-    ({"epoch": 9}, ("unreadable checkpoint metadata", "says epoch 9", "folder of epoch 4")),
-    ({"history": 5}, ("unreadable checkpoint metadata", "history must be a list")),
-    ({"num_samples": -5}, ("unreadable checkpoint metadata", "positive integer", "-5")),
-    ({"key_impl": "nonsense"}, ("unreadable checkpoint metadata", "PRNG")),
-    ({"format": 99}, ("unreadable checkpoint metadata", "format 99", "reads format 1")),
-    ("{not json", ("unreadable checkpoint metadata",)),
-    (None, ("unreadable checkpoint metadata", "meta", "not found")),
-], ids=["other-hidden", "other-structure", "components-string", "no-epoch", "wrong-epoch", "history-int",
-        "negative-samples", "key-impl", "newer-format", "invalid-json", "meta-deleted"])
-def test_checkpoint_not_matching_its_config_or_edited_is_refused(uninterrupted, root, tmp_path, change, words):
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (
+            {"model_config": {"hidden": [16, 16]}},
+            ("does not match its stored config", "hidden=(16, 16)", "on disk"),
+        ),
+        (
+            {"model_config": {"structure": "full"}},
+            ("does not match its stored config", "structure='full'"),
+        ),
+        (
+            {"model_config": {"components": "two"}},
+            ("unreadable checkpoint metadata", "components", "'two'"),
+        ),
+        ({"epoch": ...}, ("unreadable checkpoint metadata", "no 'epoch' entry")),
+        ({"epoch": 9}, ("unreadable checkpoint metadata", "says epoch 9", "folder of epoch 4")),
+        ({"history": 5}, ("unreadable checkpoint metadata", "history must be a list")),
+        ({"num_samples": -5}, ("unreadable checkpoint metadata", "positive integer", "-5")),
+        ({"key_impl": "nonsense"}, ("unreadable checkpoint metadata", "PRNG")),
+        ({"format": 99}, ("unreadable checkpoint metadata", "format 99", "reads format 1")),
+        ("{not json", ("unreadable checkpoint metadata",)),
+        (None, ("unreadable checkpoint metadata", "meta", "not found")),
+    ],
+    ids=[
+        "other-hidden",
+        "other-structure",
+        "components-string",
+        "no-epoch",
+        "wrong-epoch",
+        "history-int",
+        "negative-samples",
+        "key-impl",
+        "newer-format",
+        "invalid-json",
+        "meta-deleted",
+    ],
+)
+def test_checkpoint_not_matching_its_config_or_edited_is_refused(
+    uninterrupted, root, tmp_path, change, words
+):
     """A checkpoint whose arrays do not fit the model config stored with it (as when parts of two
     run folders are mixed), or whose metadata was edited: render and resume both refuse with one
     line, exit 2, and change nothing."""
@@ -395,6 +532,12 @@ def test_damaged_checkpoint_arrays_give_one_line(uninterrupted, tmp_path):
         if path.is_file() and path.parent.name == "d":
             path.write_bytes(path.read_bytes()[:10])
     code, _, err = _finish(_start(tmp_path, ["render", run, "--out", tmp_path / "x.png"]))
-    _assert_one_line_error(code, err, str(run / "checkpoint" / "4"), "is damaged", "arrays cannot be read",
-                           "previous checkpoint")
+    _assert_one_line_error(
+        code,
+        err,
+        str(run / "checkpoint" / "4"),
+        "is damaged",
+        "arrays cannot be read",
+        "previous checkpoint",
+    )
     assert not (tmp_path / "x.png").exists()

@@ -176,8 +176,11 @@ def _non_partitionable_threefry():
 # CPU compile time; IEEE arithmetic is unchanged (no fast-math). The sampler used for 200k
 # draws keeps the default settings, under which it runs ~3x faster.
 _QUICK = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-quick_jit = (functools.partial(jax.jit, compiler_options=_QUICK)
-             if "compiler_options" in inspect.signature(jax.jit).parameters else jax.jit)
+quick_jit = (
+    functools.partial(jax.jit, compiler_options=_QUICK)
+    if "compiler_options" in inspect.signature(jax.jit).parameters
+    else jax.jit
+)
 
 _sample_jit = jax.jit(mdn.sample, static_argnames=("sample_shape",))
 _sample_quick = quick_jit(mdn.sample, static_argnames=("sample_shape",))
@@ -188,16 +191,24 @@ def draw(key, mixture, sample_shape, temperature=1.0, sigma_temperature=1.0):
     if isinstance(key, int):
         key = jax.random.key(key)
     sampler = _sample_jit if math.prod(sample_shape) > 100_000 else _sample_quick
-    return sampler(key, mixture, sample_shape=sample_shape, temperature=temperature,
-                   sigma_temperature=sigma_temperature)
+    return sampler(
+        key,
+        mixture,
+        sample_shape=sample_shape,
+        temperature=temperature,
+        sigma_temperature=sigma_temperature,
+    )
 
 
 def _views(mixture, y):
     return dict(
-        mean=mdn.mean(mixture), variance=mdn.variance(mixture),
-        log_weights=mdn.log_weights(mixture), component_means=mdn.component_means(mixture),
+        mean=mdn.mean(mixture),
+        variance=mdn.variance(mixture),
+        log_weights=mdn.log_weights(mixture),
+        component_means=mdn.component_means(mixture),
         component_variances=mdn.component_variances(mixture),
-        entropy=mdn.entropy_of_weights(mixture), responsibilities=mdn.responsibilities(mixture, y),
+        entropy=mdn.entropy_of_weights(mixture),
+        responsibilities=mdn.responsibilities(mixture, y),
         most_probable_component=mdn.most_probable_component(mixture),
         most_probable_mean=mdn.most_probable_mean(mixture),
         select_2=mdn.select_component(mixture, 2),
@@ -252,12 +263,16 @@ def compiled_log_probs():
             results = _log_prob_all([(build(structure, p), y) for p, y in cases])
             cache[structure] = dict(zip(CONFIGS, results))
         return cache[structure]
+
     return get
 
 
 LOG_PROB_CASES = [
     pytest.param(s, b, k, d, mode, id=f"{s}-batch{list(b)}-K{k}-D{d}-{mode}")
-    for s in STRUCTURES for b in BATCHES for k, d in KD for mode in ("plain", "jit", "vmap")
+    for s in STRUCTURES
+    for b in BATCHES
+    for k, d in KD
+    for mode in ("plain", "jit", "vmap")
     if not (mode == "plain" and (s, b, k, d) not in PLAIN) and not (mode == "vmap" and b == ())
 ]
 
@@ -276,8 +291,9 @@ def test_log_prob_matches_scipy(structure, batch, K, D, mode, compiled_log_probs
         results = compiled_log_probs(structure)[(batch, K, D)]
         got = results[mode]
         if mode == "jit":
-            np.testing.assert_allclose(float(results["nll"]), -np.mean(expected), rtol=1e-5,
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                float(results["nll"]), -np.mean(expected), rtol=1e-5, atol=1e-5
+            )
     got = np.asarray(got)
     assert got.shape == batch
     assert got.dtype == np.float32
@@ -299,12 +315,16 @@ def test_log_prob_broadcasts_y_batch_axes(structure):
     got, got1 = quick_jit(lambda m, a, b: (mdn.log_prob(m, a), mdn.log_prob(m, b)))(mixture, y, y1)
     assert got.shape == (4, 7)
     tiled = tuple(np.broadcast_to(p, (4,) + p.shape) for p in params)
-    np.testing.assert_allclose(np.asarray(got), ref_log_prob(structure, tiled, y), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(got), ref_log_prob(structure, tiled, y), rtol=1e-5, atol=1e-5
+    )
     assert got1.shape == (7,)  # a single y [D] against the batch [7]
-    np.testing.assert_allclose(np.asarray(got1),
-                               ref_log_prob(structure, params, np.broadcast_to(y1, (7, D))),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(got1),
+        ref_log_prob(structure, params, np.broadcast_to(y1, (7, D))),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,11 +352,13 @@ def test_moments_and_views_against_numpy(structure):
     w, mu, cov = ref_components(structure, params)
     np.testing.assert_allclose(got["log_weights"], np.log(w), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["component_means"], mu, rtol=1e-6)
-    np.testing.assert_allclose(got["component_variances"], np.diagonal(cov, axis1=-2, axis2=-1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        got["component_variances"], np.diagonal(cov, axis1=-2, axis2=-1), rtol=1e-5
+    )
     h = -np.sum(w * np.log(w), axis=-1)
-    np.testing.assert_allclose(got["entropy"], h.sum(-1) if structure == "per_dim" else h,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got["entropy"], h.sum(-1) if structure == "per_dim" else h, rtol=1e-5, atol=1e-6
+    )
     # responsibilities: posterior component probabilities, by explicit loops
     logits, means, third = f64(params)
     resp = np.empty(got["responsibilities"].shape)
@@ -346,16 +368,18 @@ def test_moments_and_views_against_numpy(structure):
                 lj = np.log(w[b][d]) + stats.norm.logpdf(y[b][d], means[b][d], third[b][d])
                 resp[b][d] = np.exp(lj - logsumexp(lj))
         else:
-            lj = np.log(w[b]) + np.array([stats.multivariate_normal.logpdf(y[b], mu[b][k], cov[b][k])
-                                          for k in range(4)])
+            lj = np.log(w[b]) + np.array(
+                [stats.multivariate_normal.logpdf(y[b], mu[b][k], cov[b][k]) for k in range(4)]
+            )
             resp[b] = np.exp(lj - logsumexp(lj))
     assert resp.shape == ((3, 5, 3, 4) if structure == "per_dim" else (3, 5, 4))
     np.testing.assert_allclose(got["responsibilities"], resp, rtol=1e-4, atol=1e-6)
     # select_component with a Python int and with an index array
     np.testing.assert_array_equal(got["select_2"], mu[..., 2, :].astype(F32))
     idx = np.arange(15).reshape(3, 5) % 4
-    np.testing.assert_array_equal(got["select_arr"],
-                                  np.take_along_axis(mu, idx[..., None, None], -2)[..., 0, :].astype(F32))
+    np.testing.assert_array_equal(
+        got["select_arr"], np.take_along_axis(mu, idx[..., None, None], -2)[..., 0, :].astype(F32)
+    )
     # 5. most_probable_component / most_probable_mean against numpy
     if structure == "per_dim":
         # weights: softmax per dimension, summed over dimensions; one index for every dimension
@@ -395,8 +419,9 @@ MC_K, MC_D = 4, 3
 
 
 def _mc_params(structure):
-    return make_params(structure, (), MC_K, MC_D,
-                       np.random.default_rng(100 + STRUCTURES.index(structure)))
+    return make_params(
+        structure, (), MC_K, MC_D, np.random.default_rng(100 + STRUCTURES.index(structure))
+    )
 
 
 def _mc_sample(key, structure, params, temperature=1.0, sigma_temperature=1.0):
@@ -416,6 +441,7 @@ def mc_draws():
             x = _mc_sample(10 + STRUCTURES.index(structure), structure, params)
             cache[structure] = (params, build(structure, params), x)
         return cache[structure]
+
     return get
 
 
@@ -531,8 +557,9 @@ def test_sigma_temperature_scales_noise(structure):
 @pytest.mark.parametrize("structure", STRUCTURES)
 def test_sigma_temperature_doubles_std_of_single_component(structure):
     """One live component (the others at logit -1e4): sigma_temperature=2 doubles its std."""
-    params = _with_logits(structure, _mc_params(structure), [0.0, -1e4, -1e4, -1e4],
-                          [[0.0, -1e4, -1e4, -1e4]] * MC_D)
+    params = _with_logits(
+        structure, _mc_params(structure), [0.0, -1e4, -1e4, -1e4], [[0.0, -1e4, -1e4, -1e4]] * MC_D
+    )
     x = _mc_sample(23, structure, params, sigma_temperature=2.0)
     _, mu, cov = ref_components(structure, params)
     mu, cov = mu[0], cov[0]  # [D], [D, D]
@@ -552,8 +579,9 @@ SMALL_SHAPE = (2, 3)
 
 
 def _small_params(structure):
-    params = make_params(structure, (5,), 4, 3,
-                         np.random.default_rng(30 + STRUCTURES.index(structure)))
+    params = make_params(
+        structure, (5,), 4, 3, np.random.default_rng(30 + STRUCTURES.index(structure))
+    )
     if structure == "per_dim":  # batch entry 0: the hand-made case where the two rules differ
         params[0][0] = _handmade_per_dim_logits()
     return params
@@ -577,13 +605,18 @@ def test_zero_temperature_is_point_estimate(structure):
     np.testing.assert_array_equal(np.asarray(other), x)
     # temperature 1e-3 still picks the heaviest when logits are 0.5 apart
     logits, means, third = params
-    sep = np.stack([np.random.default_rng(i).permutation([0.0, 0.5, 1.0, 1.5])
-                    for i in range(int(np.prod(logits.shape[:-1])))]).reshape(logits.shape)
+    sep = np.stack(
+        [
+            np.random.default_rng(i).permutation([0.0, 0.5, 1.0, 1.5])
+            for i in range(int(np.prod(logits.shape[:-1])))
+        ]
+    ).reshape(logits.shape)
     sep_params = (sep.astype(F32), means, third)
     xs = draw(1, build(structure, sep_params), SMALL_SHAPE, temperature=1e-3, sigma_temperature=0.0)
     np.testing.assert_array_equal(
-        np.asarray(xs), np.broadcast_to(ref_argmax_means(structure, sep_params).astype(F32),
-                                        SMALL_SHAPE + (5, 3)))
+        np.asarray(xs),
+        np.broadcast_to(ref_argmax_means(structure, sep_params).astype(F32), SMALL_SHAPE + (5, 3)),
+    )
 
 
 @pytest.mark.parametrize("structure", STRUCTURES)
@@ -602,9 +635,15 @@ def test_keys_and_sample_shape(structure):
 @quick_jit
 def _vmapped_sample(seed, mixture, temperature, sigma_temperature):
     keys = jax.random.split(jax.random.key(seed), 6)
-    out = jax.vmap(lambda k: mdn.sample(k, mixture, sample_shape=SMALL_SHAPE,
-                                        temperature=temperature,
-                                        sigma_temperature=sigma_temperature))(keys)
+    out = jax.vmap(
+        lambda k: mdn.sample(
+            k,
+            mixture,
+            sample_shape=SMALL_SHAPE,
+            temperature=temperature,
+            sigma_temperature=sigma_temperature,
+        )
+    )(keys)
     return keys, out
 
 
@@ -617,20 +656,29 @@ def test_vmap_sample_over_keys(structure):
     out = np.asarray(out)
     assert np.all(np.isfinite(out))
     for i in (0, 5):  # each row is what the un-vmapped sampler gives for that key
-        np.testing.assert_allclose(out[i], np.asarray(draw(keys[i], mixture, SMALL_SHAPE)),
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            out[i], np.asarray(draw(keys[i], mixture, SMALL_SHAPE)), rtol=1e-6, atol=1e-6
+        )
     assert not np.any(out[0] == out[1])
     _, det = _vmapped_sample(0, mixture, 0.0, 0.0)
     np.testing.assert_array_equal(
-        np.asarray(det), np.broadcast_to(ref_argmax_means(structure, params).astype(F32), det.shape))
+        np.asarray(det), np.broadcast_to(ref_argmax_means(structure, params).astype(F32), det.shape)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # 6. Extreme inputs: finite values and gradients, and agreement with float64.
 
 EXT_K, EXT_D, EXT_B = 3, 2, 4
-EXTREME_CASES = ["one_live_logit", "all_logits_dead", "tiny_scale_near", "tiny_scale_far",
-                 "huge_scale", "far_tail", "mixed_outlier"]
+EXTREME_CASES = [
+    "one_live_logit",
+    "all_logits_dead",
+    "tiny_scale_near",
+    "tiny_scale_far",
+    "huge_scale",
+    "far_tail",
+    "mixed_outlier",
+]
 
 
 def _extreme_params(structure, case):
@@ -665,8 +713,9 @@ def _extreme_params(structure, case):
         raise AssertionError(case)
     if structure == "per_dim":  # [B, D, K], the same numbers for every dimension
         logits = np.repeat(logits[:, None, :], D, axis=1)
-        return tuple(a.astype(F32) for a in (logits, np.swapaxes(means, 1, 2),
-                                             np.swapaxes(scale, 1, 2), y))
+        return tuple(
+            a.astype(F32) for a in (logits, np.swapaxes(means, 1, 2), np.swapaxes(scale, 1, 2), y)
+        )
     if structure == "joint":
         return tuple(a.astype(F32) for a in (logits, means, scale, y))
     lower = np.tril(rng.normal(0.0, 0.1, (B, K, D, D)), k=-1)
@@ -678,10 +727,15 @@ def _lp_and_grads(structure):
     def total(logits, means, third, y):
         mixture = build(structure, (logits, means, third))
         lp = mdn.log_prob(mixture, y)
-        aux = dict(lp=lp, resp=mdn.responsibilities(mixture, y),
-                   entropy=mdn.entropy_of_weights(mixture), mean=mdn.mean(mixture),
-                   variance=mdn.variance(mixture))
+        aux = dict(
+            lp=lp,
+            resp=mdn.responsibilities(mixture, y),
+            entropy=mdn.entropy_of_weights(mixture),
+            mean=mdn.mean(mixture),
+            variance=mdn.variance(mixture),
+        )
         return jnp.sum(lp), aux
+
     return quick_jit(jax.value_and_grad(total, argnums=(0, 1, 2, 3), has_aux=True))
 
 

@@ -32,7 +32,9 @@ def mixtures(draw):
     y_range = draw(st.sampled_from([1.0, 1e3]))
     rng = np.random.default_rng(seed)
     shape = batch + ((d, k) if structure == "per_dim" else (k, d))
-    logits = rng.uniform(-logit_range, logit_range, size=batch + ((d, k) if structure == "per_dim" else (k,)))
+    logits = rng.uniform(
+        -logit_range, logit_range, size=batch + ((d, k) if structure == "per_dim" else (k,))
+    )
     means = rng.uniform(-10, 10, size=shape)
     scales = 10.0 ** rng.uniform(log_scale_low, log_scale_high + 1e-3, size=shape)
     y = rng.uniform(-y_range, y_range, size=batch + (d,))
@@ -76,8 +78,13 @@ def test_log_prob_finite_bounded_by_best_component_with_finite_gradients(case):
 
 @jax.jit  # one compile per mixture shape, not per example
 def _draws_and_moments(mixture, temperature, sigma_temperature):
-    draws = mdn_jax.sample(jax.random.key(0), mixture, sample_shape=(8,), temperature=temperature,
-                           sigma_temperature=sigma_temperature)
+    draws = mdn_jax.sample(
+        jax.random.key(0),
+        mixture,
+        sample_shape=(8,),
+        temperature=temperature,
+        sigma_temperature=sigma_temperature,
+    )
     return draws, mdn_jax.mean(mixture), mdn_jax.variance(mixture)
 
 
@@ -142,14 +149,26 @@ def _scipy_log_prob(structure, params, y):
     values, sizes = [], []
     for b in range(y.shape[0]):
         if structure == "per_dim":  # a K-component 1-D mixture per dimension, summed over D
-            terms = [log_softmax(logits[b, i]) + stats.norm.logpdf(y[b, i], means[b, i], scales[b, i])
-                     for i in range(y.shape[1])]
+            terms = [
+                log_softmax(logits[b, i]) + stats.norm.logpdf(y[b, i], means[b, i], scales[b, i])
+                for i in range(y.shape[1])
+            ]
         elif structure == "joint":  # components: products of 1-D normals over D
-            terms = [log_softmax(logits[b]) + stats.norm.logpdf(y[b], means[b], scales[b]).sum(axis=-1)]
+            terms = [
+                log_softmax(logits[b]) + stats.norm.logpdf(y[b], means[b], scales[b]).sum(axis=-1)
+            ]
         else:
-            terms = [log_softmax(logits[b]) + np.array([
-                stats.multivariate_normal.logpdf(y[b], means[b, i], scales[b, i] @ scales[b, i].T)
-                for i in range(logits.shape[-1])])]
+            terms = [
+                log_softmax(logits[b])
+                + np.array(
+                    [
+                        stats.multivariate_normal.logpdf(
+                            y[b], means[b, i], scales[b, i] @ scales[b, i].T
+                        )
+                        for i in range(logits.shape[-1])
+                    ]
+                )
+            ]
         values.append(sum(logsumexp(t) for t in terms))
         sizes.append(sum(np.abs(t).max() for t in terms))
     return np.array(values), np.array(sizes)
@@ -170,11 +189,17 @@ def test_log_prob_matches_scipy(case, dtype):
     structure, params, y = case
     params, y = [np.asarray(p, dtype) for p in params], np.asarray(y, dtype)
     # the reference sees exactly the (rounded) values mdn_jax sees
-    expected, size = _scipy_log_prob(structure, [p.astype(np.float64) for p in params], y.astype(np.float64))
-    constructor = {"joint": mdn_jax.joint, "per_dim": mdn_jax.per_dim, "full": mdn_jax.full}[structure]
+    expected, size = _scipy_log_prob(
+        structure, [p.astype(np.float64) for p in params], y.astype(np.float64)
+    )
+    constructor = {"joint": mdn_jax.joint, "per_dim": mdn_jax.per_dim, "full": mdn_jax.full}[
+        structure
+    ]
     with _x64() if dtype == np.float64 else contextlib.nullcontext():
         got = _log_prob(constructor(*params), y)
     assert got.dtype == dtype and got.shape == expected.shape
     error = np.abs(np.asarray(got, np.float64) - expected)
-    tolerance = FULL_FLOAT64_TOLERANCE if (structure, dtype) == ("full", np.float64) else TOLERANCE[dtype]
+    tolerance = (
+        FULL_FLOAT64_TOLERANCE if (structure, dtype) == ("full", np.float64) else TOLERANCE[dtype]
+    )
     assert np.all(error <= tolerance * (1.0 + size)), (error / (1.0 + size)).max()

@@ -19,7 +19,9 @@ def _section_code(heading: str) -> str:
 def test_use_it_from_your_own_jax_code_example_runs(tmp_path):
     script = tmp_path / "example.py"
     script.write_text(_section_code("Use it from your own JAX code"))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     shares = [float(v) for v in re.findall(r"share near [+-]0\.5: ([0-9.]+)", done.stdout)]
     nll = float(re.search(r"final NLL: (-?[0-9.]+)", done.stdout).group(1))

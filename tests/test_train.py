@@ -62,8 +62,10 @@ def test_shuffled_batches_cover_every_sample_and_wrap_the_last_batch():
 
 def test_fit_is_deterministic_for_a_seed():
     xs, ys = _toy(200)
-    kwargs = dict(model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2),
-                  train_config=train.TrainConfig(epochs=2, batch_size=50, seed=5))
+    kwargs = dict(
+        model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2),
+        train_config=train.TrainConfig(epochs=2, batch_size=50, seed=5),
+    )
     a = train.fit(xs, ys, **kwargs)
     b = train.fit(xs, ys, **kwargs)
     for x, y in zip(_leaves(a.params), _leaves(b.params)):
@@ -74,21 +76,28 @@ def test_fit_is_deterministic_for_a_seed():
 def test_fit_records_input_normalisation_and_runs_callbacks():
     xs, ys = _toy(200)
     seen = []
-    result = train.fit(xs * 10 + 3, ys, model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,)),
-                       train_config=train.TrainConfig(epochs=3, batch_size=50),
-                       callbacks=[lambda report: seen.append(report.epoch) or report.epoch == 2])
+    result = train.fit(
+        xs * 10 + 3,
+        ys,
+        model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,)),
+        train_config=train.TrainConfig(epochs=3, batch_size=50),
+        callbacks=[lambda report: seen.append(report.epoch) or report.epoch == 2],
+    )
     assert seen == [1, 2]  # returning True after epoch 2 stops training
     assert len(result.history) == 2
     np.testing.assert_allclose(result.model_config.input_offset, (xs * 10 + 3).mean(0), rtol=1e-4)
     np.testing.assert_allclose(result.model_config.input_scale, (xs * 10 + 3).std(0), rtol=1e-4)
 
 
-@pytest.mark.parametrize("xs, ys, message", [
-    (np.zeros((10, 2)), np.zeros((9, 3)), "same number of rows"),
-    (np.zeros((0, 2)), np.zeros((0, 3)), "no training data"),
-    (np.full((10, 2), np.nan), np.zeros((10, 3)), "NaN"),
-    (np.zeros((10, 2, 2)), np.zeros((10, 3)), "2-D"),
-])
+@pytest.mark.parametrize(
+    "xs, ys, message",
+    [
+        (np.zeros((10, 2)), np.zeros((9, 3)), "same number of rows"),
+        (np.zeros((0, 2)), np.zeros((0, 3)), "no training data"),
+        (np.full((10, 2), np.nan), np.zeros((10, 3)), "NaN"),
+        (np.zeros((10, 2, 2)), np.zeros((10, 3)), "2-D"),
+    ],
+)
 def test_fit_refuses_bad_arrays(xs, ys, message):
     with pytest.raises(ValueError, match=message):
         train.fit(xs, ys)
@@ -96,13 +105,21 @@ def test_fit_refuses_bad_arrays(xs, ys, message):
 
 def test_fit_refuses_batch_larger_than_data():
     with pytest.raises(ValueError, match="batch size"):
-        train.fit(np.zeros((10, 2)), np.zeros((10, 3)), train_config=train.TrainConfig(batch_size=11))
+        train.fit(
+            np.zeros((10, 2)), np.zeros((10, 3)), train_config=train.TrainConfig(batch_size=11)
+        )
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(epochs=0), "epochs"), (dict(batch_size=-5), "batch_size"), (dict(learning_rate=-1e-3), "learning_rate"),
-    (dict(schedule="linear"), "schedule"), (dict(clip_norm=0.0), "clip_norm"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=-5), "batch_size"),
+        (dict(learning_rate=-1e-3), "learning_rate"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(clip_norm=0.0), "clip_norm"),
+    ],
+)
 def test_bad_train_config_is_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         train.TrainConfig(**bad)
@@ -111,8 +128,12 @@ def test_bad_train_config_is_refused(bad, message):
 @pytest.mark.parametrize("schedule", train.SCHEDULES)
 def test_schedules_and_clipping_train(schedule):
     xs, ys = _toy(200)
-    result = train.fit(xs, ys, model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(16,), components=2),
-                       train_config=train.TrainConfig(epochs=3, batch_size=50, schedule=schedule, clip_norm=5.0))
+    result = train.fit(
+        xs,
+        ys,
+        model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(16,), components=2),
+        train_config=train.TrainConfig(epochs=3, batch_size=50, schedule=schedule, clip_norm=5.0),
+    )
     losses = [h["loss"] for h in result.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -127,32 +148,51 @@ def test_mixture_beats_single_gaussian_on_several_generated_images():
     xs, ys = data.image_pairs(images)
     results = {}
     for components in (1, 10):
-        config = model.ModelConfig(components=components, input_offset=data.IMAGE_INPUT_OFFSET,
-                                   input_scale=data.IMAGE_INPUT_SCALE, scale_floor=0.01)
-        result = train.fit(xs, ys, model_config=config,
-                           train_config=train.TrainConfig(epochs=100, batch_size=128))
+        config = model.ModelConfig(
+            components=components,
+            input_offset=data.IMAGE_INPUT_OFFSET,
+            input_scale=data.IMAGE_INPUT_SCALE,
+            scale_floor=0.01,
+        )
+        result = train.fit(
+            xs, ys, model_config=config, train_config=train.TrainConfig(epochs=100, batch_size=128)
+        )
         losses = [h["loss"] for h in result.history]
-        assert losses[-1] < losses[0] - 1.0, f"K={components}: NLL did not fall: {losses[0]} -> {losses[-1]}"
+        assert losses[-1] < losses[0] - 1.0, (
+            f"K={components}: NLL did not fall: {losses[0]} -> {losses[-1]}"
+        )
         results[components] = train.evaluate_nll(result.graphdef, result.params, xs, ys)
     assert results[10] < results[1] - 2.0, results
 
 
 def test_resuming_fit_from_a_state_leaves_the_callers_arrays_valid():
     xs, ys = _toy(200)
-    kwargs = dict(model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2))
+    kwargs = dict(
+        model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2)
+    )
     first = train.fit(xs, ys, train_config=train.TrainConfig(epochs=1, batch_size=50), **kwargs)
-    train.fit(xs, ys, train_config=train.TrainConfig(epochs=2, batch_size=50), state=first.state, start_epoch=1,
-              **{"model_config": first.model_config})
+    train.fit(
+        xs,
+        ys,
+        train_config=train.TrainConfig(epochs=2, batch_size=50),
+        state=first.state,
+        start_epoch=1,
+        **{"model_config": first.model_config},
+    )
     assert np.all(np.isfinite(np.asarray(first.predict(xs[:3]).means)))  # not deleted by donation
 
 
 def test_non_finite_steps_are_never_applied_stop_names_epoch_and_step_skip_counts():
     xs, ys = _toy(300)
     config = model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2)
-    absurd = dict(epochs=2, batch_size=50, learning_rate=1e30)  # step 1 blows params up, step 2 is inf/NaN
+    absurd = dict(
+        epochs=2, batch_size=50, learning_rate=1e30
+    )  # step 1 blows params up, step 2 is inf/NaN
     with pytest.raises(train.NonFiniteError, match=r"epoch 1 at step 2 of 6"):
         train.fit(xs, ys, model_config=config, train_config=train.TrainConfig(**absurd))
-    result = train.fit(xs, ys, model_config=config, train_config=train.TrainConfig(on_nonfinite="skip", **absurd))
+    result = train.fit(
+        xs, ys, model_config=config, train_config=train.TrainConfig(on_nonfinite="skip", **absurd)
+    )
     assert [h.get("skipped_steps") for h in result.history] == [5, 6]
     assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(result.params))
     assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(result.state.opt_state))
