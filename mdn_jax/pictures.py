@@ -1,0 +1,109 @@
+"""The run folder's labelled pictures of a trained image model, each a float `[H, W, 3]` array.
+
+- `reconstructions_picture`: each training image beside its reconstruction, with its PSNR;
+- `reconstruction_frame`: a montage frame, training images over their reconstructions;
+- `components_picture`: every component's mean, heaviest (by average weight) first, with its
+  index (the `--component K` to render it alone) and average weight under it;
+- `uncertainty_picture`: the predictive standard deviation on the fixed scale 0 to
+  `colours.UNCERTAINTY_MAX`, with a colour bar;
+- `samples_picture`: independent samples in one row, coherent samples under them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdn_jax import colours, layout, reconstruct
+from mdn_jax import data as dt
+from mdn_jax import model as mdl
+from mdn_jax import render as rd
+
+
+def reconstructions_picture(graphdef, params, images: np.ndarray) -> tuple[np.ndarray, list]:
+    """Training images `[N, H, W, 3]` beside their reconstructions, labelled with the PSNRs;
+    returns the picture and the PSNRs (the coverage PSNRs of `metrics.image_scores`)."""
+    pictures, psnrs = reconstruct.reconstructions(graphdef, params, images)
+    title = "training image | reconstruction (closest component per pixel), coverage PSNR"
+    picture = layout.pairs_picture(
+        images, pictures, reconstruct.reconstruction_labels(psnrs), title=title
+    )
+    return picture, psnrs
+
+
+def reconstruction_frame(graphdef, params, images: np.ndarray, *, label: str = "") -> np.ndarray:
+    """A montage frame: the training images `[N, H, W, 3]` in a row, their current
+    reconstructions under them, and a caption (e.g. 'epoch 40')."""
+    pictures, _ = reconstruct.reconstructions(graphdef, params, images)
+    return layout.two_row_frame(np.asarray(images, np.float32), pictures, label=label)
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _weight_sums(graphdef, params, positions):
+    """Component weights summed over positions `[C, 2]` (and dimensions, for per_dim): `[K]`."""
+    logits = mdl.apply(graphdef, params, positions).logits  # [C, K] or [C, D, K]
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.sum(weights.reshape(-1, weights.shape[-1]), axis=0)  # over all but K
+
+
+def average_weights(
+    graphdef, params, *, height: int, width: int, pixels_per_chunk: int = 65536
+) -> np.ndarray:
+    """Each component's weight averaged over an image's pixels (per_dim: and dimensions), `[K]`."""
+    positions = dt.pixel_grid(height, width)
+    total = 0.0
+    for start in range(0, len(positions), pixels_per_chunk):
+        total = total + _weight_sums(graphdef, params, positions[start : start + pixels_per_chunk])
+    total = np.asarray(total, np.float64)
+    return total / total.sum()
+
+
+def components_picture(graphdef, params, *, height: int, width: int) -> np.ndarray:
+    """Every component's mean render, heaviest average weight first, labelled 'k 3: 41.2%'."""
+    weights = average_weights(graphdef, params, height=height, width=width)
+    order = np.argsort(-weights, kind="stable")
+    tiles = [
+        rd.render(graphdef, params, height=height, width=width, method="component", component=k)
+        for k in order
+    ]
+    labels = [
+        f"k {k}: " + (f"{100 * weights[k]:.1f}%" if weights[k] >= 5e-4 else "<0.1%") for k in order
+    ]
+    title = "component means (k: --component index), heaviest average weight first"
+    return layout.labelled_tiles(tiles, labels, columns=min(len(tiles), 5), title=title)
+
+
+def uncertainty_picture(graphdef, params, *, height: int, width: int) -> np.ndarray:
+    """The predictive standard deviation (root mean over channels) on the fixed scale from 0 to
+    `colours.UNCERTAINTY_MAX`, enlarged to at least 256 pixels high, with a colour bar."""
+    values = rd.render_values(graphdef, params, height=height, width=width, method="uncertainty")
+    vmax = colours.UNCERTAINTY_MAX
+    image = layout.enlarge(colours.heat_colours(values, vmax=vmax), max(1, -(-256 // height)))
+    bar = layout.colour_bar(
+        lambda v: colours.heat_colours(v, vmax=vmax),
+        vmax,
+        height=image.shape[0],
+        label="predictive std",
+    )
+    return layout.with_colour_bar(image, bar)
+
+
+def samples_picture(
+    graphdef, params, *, height: int, width: int, key: jax.Array, num_samples: int = 4
+) -> np.ndarray:
+    """`num_samples` independent samples (every pixel its own draw) in the first row and as
+    many coherent ones (one draw shared by each sample's pixels) in the second, labelled."""
+    options = dict(height=height, width=width, method="sample", key=key, num_samples=num_samples)
+    independent = rd.render(graphdef, params, **options)
+    coherent = rd.render(graphdef, params, coherent=True, **options)
+    labels = [f"independent {i + 1}" for i in range(num_samples)]
+    labels += [f"coherent {i + 1}" for i in range(num_samples)]
+    return layout.labelled_tiles(
+        list(independent) + list(coherent),
+        labels,
+        columns=num_samples,
+        title="samples: independent per pixel (top), coherent (bottom)",
+    )
