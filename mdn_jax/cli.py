@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for sample")
     render.add_argument(
+        "--coherent",
+        action="store_true",
+        help="with --method sample: one random draw per sample shared by all its pixels, so a "
+        "sample looks like an image, not per-pixel noise (each pixel's marginal is unchanged)",
+    )
+    render.add_argument(
         "--chunk", type=_positive_int, default=65536, help="pixels per compiled chunk"
     )
     render.add_argument(
@@ -483,6 +489,8 @@ def _run_render(args) -> int:
         what=f"the render ({shape})",
         fix="pass a smaller --size" + (" or fewer --samples" if count > 1 else ""),
     )
+    if args.coherent and args.method != "sample":
+        raise ValueError(f"--coherent applies to --method sample only, not {args.method}; drop it")
     if args.method == "component" and args.component >= model_config.components:
         raise ValueError(
             f"--component {args.component} does not exist: this model has components "
@@ -501,6 +509,7 @@ def _run_render(args) -> int:
         sigma_temperature=args.sigma_temperature,
         pixels_per_chunk=args.chunk,
         devices=args.devices,
+        coherent=args.coherent,
     )
     if args.method == "sample":
         image = image[0] if len(image) == 1 else media.grid(list(image))

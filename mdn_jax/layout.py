@@ -115,15 +115,21 @@ def two_row_frame(top: np.ndarray, bottom: np.ndarray, *, label: str = "") -> np
 
 
 def nice_ticks(low: float, high: float, *, count: int = 5) -> np.ndarray:
-    """About `count` round tick values (1, 2 or 5 times a power of ten apart) covering
-    [low, high]: the first at or below low, the last at or above high."""
+    """Round tick values covering [low, high], the first at or below low and the last at or
+    above high, 1, 2 or 5 times a power of ten apart: of those steps, the one whose tick count
+    is closest to `count` (the finer one on a tie)."""
     if not (np.isfinite(low) and np.isfinite(high)) or high <= low:
         raise ValueError(f"nice_ticks needs finite low < high, got {low}, {high}")
-    raw = (high - low) / max(count - 1, 1)
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
-    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
-    return np.arange(first, last + 1) * step
+    power = 10.0 ** math.floor(math.log10((high - low) / max(count - 1, 1)))
+
+    def span(step):  # (first, last) tick multiples of step
+        return math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+
+    steps = [m * power for m in (1, 2, 5, 10, 20)]
+    step = min(steps, key=lambda s: abs(span(s)[1] - span(s)[0] + 1 - count))
+    first, last = span(step)
+    decimals = max(0, 1 - math.floor(math.log10(step)))  # drop float noise: 0.3, not 0.300..04
+    return np.round(np.arange(first, last + 1) * step, decimals)
 
 
 def tick_label(value: float, step: float) -> str:
