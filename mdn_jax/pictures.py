@@ -6,18 +6,23 @@
   index (the `--component K` to render it alone) and average weight under it;
 - `uncertainty_picture`: the predictive standard deviation on the fixed scale 0 to
   `colours.UNCERTAINTY_MAX`, with a colour bar;
-- `samples_picture`: independent samples in one row, coherent samples under them.
+- `samples_picture`: independent samples in one row, coherent samples under them;
+- `loss_picture`: the loss chart, with the held-out curve when there is one;
+- `write_run_pictures`: all of these (but the montage frame) into a run folder.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdn_jax import colours, layout, reconstruct
+from mdn_jax import colours, layout, media, reconstruct
 from mdn_jax import data as dt
 from mdn_jax import model as mdl
 from mdn_jax import render as rd
@@ -107,3 +112,47 @@ def samples_picture(
         columns=num_samples,
         title="samples: independent per pixel (top), coherent (bottom)",
     )
+
+
+HELD_OUT_KEY = "held_out_nll"  # the history field of the held-out NLL per epoch, when asked for
+
+
+def loss_picture(history: Sequence[dict], *, ylabel: str = "nats per pixel") -> np.ndarray:
+    """The loss chart of a run's history (one dict per epoch with `loss`, and `held_out_nll`
+    when a held-out share was scored): round ticks, axis labels, a held-out curve if any."""
+
+    def values(key):
+        return [np.nan if h.get(key) is None else float(h[key]) for h in history]
+
+    series = {"training NLL": values("loss")}
+    if any(h.get(HELD_OUT_KEY) is not None for h in history):
+        series["held-out NLL"] = values(HELD_OUT_KEY)
+    return media.line_chart(series, title="loss per epoch", ylabel=ylabel)
+
+
+def write_run_pictures(
+    out: str | os.PathLike,
+    graphdef,
+    params,
+    images: np.ndarray,
+    history: Sequence[dict],
+    *,
+    key: jax.Array,
+    num_samples: int = 4,
+) -> list[float]:
+    """Write a run folder's labelled pictures: reconstructions.png, components.png,
+    samples.png (independent and coherent), uncertainty.png and loss.png, each atomically.
+
+    images: the training images `[N, H, W, 3]`. Returns the reconstructions' PSNRs (the
+    coverage PSNRs of `metrics.image_scores`)."""
+    out = Path(out)
+    height, width = np.shape(images)[1:3]
+    picture, psnrs = reconstructions_picture(graphdef, params, images)
+    media.save_png(out / "reconstructions.png", picture)
+    size = dict(height=height, width=width)
+    media.save_png(out / "components.png", components_picture(graphdef, params, **size))
+    samples = samples_picture(graphdef, params, key=key, num_samples=num_samples, **size)
+    media.save_png(out / "samples.png", samples)
+    media.save_png(out / "uncertainty.png", uncertainty_picture(graphdef, params, **size))
+    media.save_png(out / "loss.png", loss_picture(history))
+    return psnrs

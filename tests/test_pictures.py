@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mdn_jax
-from mdn_jax import chart, cli, colours, data, layout, media, model, pictures, render
+from mdn_jax import chart, cli, colours, data, layout, media, metrics, model, pictures, render
 
 SIZE = 12
 
@@ -163,3 +163,22 @@ def test_cli_render_sample_coherent(tmp_path):
     code, _, err = _main("render", tmp_path / "run", "--coherent", "--out", tmp_path / "m.png")
     assert code == 2 and "--coherent applies to --method sample only" in err
     assert not (tmp_path / "m.png").exists()
+
+
+def test_write_run_pictures_and_the_held_out_curve(trained, tmp_path):
+    graphdef, params, images = trained
+    history = [{"epoch": e, "loss": 2.0 - e, "held_out_nll": 2.5 - e} for e in (1, 2, 3)]
+    psnrs = pictures.write_run_pictures(
+        tmp_path, graphdef, params, images, history, key=jax.random.key(0), num_samples=2
+    )
+    assert psnrs == metrics.image_scores(graphdef, params, images)["coverage_psnr"]
+    names = ["components.png", "loss.png", "reconstructions.png", "samples.png", "uncertainty.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # and no temporaries
+    orange = (255, 127, 14)  # the second series' colour
+
+    def has_orange(picture):
+        pixels = np.round(picture * 255).astype(int).reshape(-1, 3)
+        return np.sum(np.all(pixels == orange, axis=1)) > 20
+
+    assert has_orange(pictures.loss_picture(history))
+    assert not has_orange(pictures.loss_picture([{"epoch": 1, "loss": 1.0}, {"epoch": 2}]))
