@@ -43,7 +43,11 @@ def reconstruction_frame(graphdef, params, images: np.ndarray, *, label: str = "
     """A montage frame: the training images `[N, H, W, 3]` in a row, their current
     reconstructions under them, and a caption (e.g. 'epoch 40')."""
     pictures, _ = reconstruct.reconstructions(graphdef, params, images)
-    return layout.two_row_frame(np.asarray(images, np.float32), pictures, label=label)
+    images = np.asarray(images, np.float32)
+    explained = f"{label}: training images (top), reconstructions (bottom)"
+    if label and layout.text_width(explained) + 8 <= len(images) * (images.shape[2] + 2):
+        label = explained  # said in full where the frame is wide enough for it
+    return layout.two_row_frame(images, pictures, label=label)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
@@ -77,7 +81,7 @@ def components_picture(graphdef, params, *, height: int, width: int) -> np.ndarr
     labels = [
         f"k {k}: " + (f"{100 * weights[k]:.1f}%" if weights[k] >= 5e-4 else "<0.1%") for k in order
     ]
-    title = "component means (k: --component index), heaviest average weight first"
+    title = "component means, heaviest average weight first (k: the index for --component)"
     return layout.labelled_tiles(tiles, labels, columns=min(len(tiles), 5), title=title)
 
 
@@ -91,9 +95,11 @@ def uncertainty_picture(graphdef, params, *, height: int, width: int) -> np.ndar
         lambda v: colours.heat_colours(v, vmax=vmax),
         vmax,
         height=image.shape[0],
-        label="predictive std",
+        label="std",
     )
-    return layout.with_colour_bar(image, bar)
+    picture = layout.with_colour_bar(image, bar)
+    title = layout.caption("predictive std, fixed scale for every run", picture.shape[1])
+    return np.concatenate([title, picture], axis=0)
 
 
 def samples_picture(
