@@ -4,6 +4,7 @@ The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), 
 (`mdn_jax.model`), training (`mdn_jax.train`) and data (`mdn_jax.data`).
 """
 
+from mdn_jax.coherent import coherent_sample
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.discretised import bits_per_channel, discretised_log_prob
 from mdn_jax.mixture import (
@@ -51,6 +52,7 @@ __all__ = [
     "log_prob",
     "nll",
     "sample",
+    "coherent_sample",
     "mean",
     "variance",
     "most_probable_mean",

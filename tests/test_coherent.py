@@ -112,6 +112,7 @@ def test_inverse_cdf_follows_the_fixed_component_order():
 def test_pixels_share_the_draw_under_jit_and_vmap(structure):
     mixture = _mixture(structure, seed=1)
     twin = jax.tree.map(lambda a: jnp.concatenate([a[:1], a[:1]]), mixture)  # two equal pixels
+    assert mdn_jax.coherent_sample is coherent.coherent_sample  # the public name
     keys = jax.random.split(jax.random.key(2), 5)
     draws = jax.jit(jax.vmap(lambda key: coherent.coherent_sample(key, twin)))(keys)  # [5, 2, D]
     np.testing.assert_array_equal(draws[:, 0], draws[:, 1])

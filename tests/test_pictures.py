@@ -182,3 +182,11 @@ def test_write_run_pictures_and_the_held_out_curve(trained, tmp_path):
 
     assert has_orange(pictures.loss_picture(history))
     assert not has_orange(pictures.loss_picture([{"epoch": 1, "loss": 1.0}, {"epoch": 2}]))
+
+
+def test_heat_colours_of_a_diverged_model():
+    values = np.array([np.nan, np.inf, 0.25, -np.inf])
+    heat = colours.heat_colours(values, vmax=colours.UNCERTAINTY_MAX)
+    np.testing.assert_array_equal(heat[0], colours.heat_colours(np.array([0.0]), vmax=0.5)[0])
+    np.testing.assert_array_equal(heat[1], colours.heat_colours(np.array([0.5]), vmax=0.5)[0])
+    assert np.isfinite(heat).all() and np.isfinite(colours.heat_colours(values)).all()
