@@ -99,19 +99,31 @@ def pairs_picture(
     return labelled_tiles(pairs, labels, columns=min(len(pairs), 3), title=title)
 
 
-def two_row_frame(top: np.ndarray, bottom: np.ndarray, *, label: str = "") -> np.ndarray:
+MIN_FRAME_WIDTH = 240  # a montage frame is enlarged to at least this width, for its caption
+
+
+def two_row_frame(
+    top: np.ndarray, bottom: np.ndarray, *, label: str = "", note: str = ""
+) -> np.ndarray:
     """A montage frame: images `top [N, H, W, 3]` in one row, `bottom` (same shape) under them,
-    and a caption strip (e.g. 'epoch 40') when `label` is given. Same size for every label."""
+    and a caption strip (e.g. 'epoch 40') when `label` is given, followed by `note` where the
+    frame is wide enough. Small images are enlarged (by a factor that depends on their size
+    only, so every frame of a run has the same size) until the frame is MIN_FRAME_WIDTH wide."""
     pad = 2
     n, height, width = top.shape[:3]
+    factor = max(1, -(-MIN_FRAME_WIDTH // (n * (width + pad) + pad)))
+    height, width = height * factor, width * factor
     canvas = np.ones((2 * height + 3 * pad, n * (width + pad) + pad, 3), np.float32)
     for row, images in enumerate((top, bottom)):
         for index, image in enumerate(images):
             y, x = pad + row * (height + pad), pad + index * (width + pad)
-            canvas[y : y + height, x : x + width] = image[..., :3]
+            canvas[y : y + height, x : x + width] = enlarge(image[..., :3], factor)
     if not label:
         return canvas
-    return np.concatenate([canvas, caption(label, canvas.shape[1])], axis=0)
+    text = f"{label}: {note}" if note else label
+    if text_width(text) + 8 > canvas.shape[1]:
+        text = label
+    return np.concatenate([canvas, caption(text, canvas.shape[1])], axis=0)
 
 
 def nice_ticks(low: float, high: float, *, count: int = 5) -> np.ndarray:

@@ -43,11 +43,8 @@ def reconstruction_frame(graphdef, params, images: np.ndarray, *, label: str = "
     """A montage frame: the training images `[N, H, W, 3]` in a row, their current
     reconstructions under them, and a caption (e.g. 'epoch 40')."""
     pictures, _ = reconstruct.reconstructions(graphdef, params, images)
-    images = np.asarray(images, np.float32)
-    explained = f"{label}: training images (top), reconstructions (bottom)"
-    if label and layout.text_width(explained) + 8 <= len(images) * (images.shape[2] + 2):
-        label = explained  # said in full where the frame is wide enough for it
-    return layout.two_row_frame(images, pictures, label=label)
+    note = "training images (top), reconstructions (bottom)"
+    return layout.two_row_frame(np.asarray(images, np.float32), pictures, label=label, note=note)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")

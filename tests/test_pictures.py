@@ -118,8 +118,13 @@ def test_reconstruction_pictures_and_frames(trained):
     assert len(psnrs) == 3 and picture.ndim == 3
     frame = pictures.reconstruction_frame(graphdef, params, images, label="epoch 3")
     plain = pictures.reconstruction_frame(graphdef, params, images)
-    assert frame.shape[1] == plain.shape[1] == 3 * (SIZE + 2) + 2
-    np.testing.assert_array_equal(frame[2 : 2 + SIZE, 2 : 2 + SIZE], images[0])
+    factor = -(-layout.MIN_FRAME_WIDTH // (3 * (SIZE + 2) + 2))  # small images are enlarged
+    assert frame.shape[1] == plain.shape[1] == 3 * (SIZE * factor + 2) + 2
+    np.testing.assert_array_equal(
+        frame[2 : 2 + SIZE * factor : factor, 2 : 2 + SIZE * factor : factor], images[0]
+    )
+    later = pictures.reconstruction_frame(graphdef, params, images, label="epoch 10000")
+    assert later.shape == frame.shape  # every frame of a GIF has the same size
     samples = pictures.samples_picture(
         graphdef, params, height=SIZE, width=SIZE, key=jax.random.key(0), num_samples=2
     )
