@@ -119,16 +119,19 @@ def _render_checks() -> dict:
     )
     graphdef, params = model.init(config, key=jax.random.key(0))
     equal = {}
-    for method, devices in (
-        ("sample", DEVICES),
-        ("mode", 3),
+    for method, devices, coherent in (
+        ("sample", DEVICES, False),
+        ("sample", DEVICES, True),  # one draw shared by every pixel of every device's tiles
+        ("mode", 3, False),
     ):  # 3: chunks rounded up to 3 x 4096 pixels
         options = dict(height=97, width=131, method=method, key=jax.random.key(5), num_samples=2)
+        options |= dict(coherent=True) if coherent else {}
         one = render.render_values(graphdef, params, devices=1, **options)
         many = render.render_values(
             graphdef, params, devices=devices, pixels_per_chunk=8192, **options
         )
-        equal[f"{method}_{devices}"] = bool(one.shape == many.shape and np.array_equal(one, many))
+        name = "coherent" if coherent else method
+        equal[f"{name}_{devices}"] = bool(one.shape == many.shape and np.array_equal(one, many))
     return {"render_equal": equal}
 
 
@@ -240,7 +243,7 @@ def test_batch_that_does_not_split_over_the_devices_is_refused(multi_device):
 
 
 def test_sharded_render_equals_the_one_device_render(multi_device):
-    assert multi_device["render_equal"] == {"sample_4": True, "mode_3": True}
+    assert multi_device["render_equal"] == {"sample_4": True, "coherent_4": True, "mode_3": True}
 
 
 def test_cli_train_on_four_devices_says_so(multi_device):
