@@ -32,6 +32,15 @@ def _finite_runs(values: np.ndarray) -> list[np.ndarray]:
     return [run for run in np.split(index, np.flatnonzero(np.diff(index) > 1) + 1) if run.size]
 
 
+def _vertical_text(text: str):
+    """`text` rotated to read bottom to top, as a PIL image (a y-axis label)."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (layout.text_width(text) + 4, 20), (255, 255, 255))
+    ImageDraw.Draw(strip).text((2, 10), text, fill=_INK, font=layout.font(), anchor="lm")
+    return strip.rotate(90, expand=True)
+
+
 def line_chart(
     series: dict[str, Sequence[float]],
     *,
@@ -76,9 +85,7 @@ def line_chart(
     draw.rectangle([left, top, left + plot_w, top + plot_h], outline=_GREY)
     draw.text((left + plot_w / 2, height - 6), xlabel, fill=_INK, font=font, anchor="mb")
     if ylabel:
-        vertical = Image.new("RGB", (layout.text_width(ylabel) + 4, 20), (255, 255, 255))
-        ImageDraw.Draw(vertical).text((2, 10), ylabel, fill=_INK, font=font, anchor="lm")
-        vertical = vertical.rotate(90, expand=True)
+        vertical = _vertical_text(ylabel)
         image.paste(vertical, (4, int(top + plot_h / 2 - vertical.height / 2)))
     draw.text((left, 10), title, fill=(10, 10, 10), font=font)
     for index, (name, v) in enumerate(zip(series, values)):
@@ -90,7 +97,7 @@ def line_chart(
             else:
                 (x, y) = points[0]
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        key_x = left + plot_w - 12 - layout.text_width(name)
-        draw.line([key_x - 22, top + 14 + 20 * index, key_x - 4, top + 14 + 20 * index], colour, 3)
-        draw.text((key_x, top + 14 + 20 * index), name, fill=colour, font=font, anchor="lm")
+        key_x, key_y = left + plot_w - 12 - layout.text_width(name), top + 14 + 20 * index
+        draw.line([key_x - 22, key_y, key_x - 4, key_y], colour, 3)  # the legend
+        draw.text((key_x, key_y), name, fill=colour, font=font, anchor="lm")
     return np.asarray(image, np.float32) / 255.0
