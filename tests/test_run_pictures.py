@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mdn_jax
-from mdn_jax import chart, cli, colours, data, layout, media, metrics, model, pictures, render
+from mdn_jax import chart, cli, colours, data, layout, media, metrics, model, render, run_pictures
 
 SIZE = 12
 
@@ -80,13 +80,13 @@ def test_labelled_tiles_enlarge_small_images_and_caption_them():
 
 def test_components_picture_is_sorted_by_average_weight(trained):
     graphdef, params, _ = trained
-    weights = pictures.average_weights(
+    weights = run_pictures.average_weights(
         graphdef, params, height=SIZE, width=SIZE, pixels_per_chunk=7
     )
     mixture = model.apply(graphdef, params, data.pixel_grid(SIZE, SIZE))
     expected = np.mean(np.asarray(jax.nn.softmax(mixture.logits, axis=-1), np.float64), axis=0)
     np.testing.assert_allclose(weights, expected, rtol=1e-5)
-    picture = pictures.components_picture(graphdef, params, height=SIZE, width=SIZE)
+    picture = run_pictures.components_picture(graphdef, params, height=SIZE, width=SIZE)
     # the first tile (under the title strip) is the heaviest component's mean, enlarged
     heaviest = int(np.argmax(weights))
     tile = render.render(
@@ -108,24 +108,24 @@ def test_uncertainty_uses_one_fixed_scale(trained):
     a = colours.heat_colours(np.array([0.1, 0.2]), vmax=colours.UNCERTAINTY_MAX)
     b = colours.heat_colours(np.array([0.1, 0.45]), vmax=colours.UNCERTAINTY_MAX)
     np.testing.assert_array_equal(a[0], b[0])
-    picture = pictures.uncertainty_picture(graphdef, params, height=SIZE, width=SIZE)
+    picture = run_pictures.uncertainty_picture(graphdef, params, height=SIZE, width=SIZE)
     assert picture.shape[0] >= 256 and picture.shape[1] > picture.shape[0]  # the bar on the right
 
 
 def test_reconstruction_pictures_and_frames(trained):
     graphdef, params, images = trained
-    picture, psnrs = pictures.reconstructions_picture(graphdef, params, images)
+    picture, psnrs = run_pictures.reconstructions_picture(graphdef, params, images)
     assert len(psnrs) == 3 and picture.ndim == 3
-    frame = pictures.reconstruction_frame(graphdef, params, images, label="epoch 3")
-    plain = pictures.reconstruction_frame(graphdef, params, images)
+    frame = run_pictures.reconstruction_frame(graphdef, params, images, label="epoch 3")
+    plain = run_pictures.reconstruction_frame(graphdef, params, images)
     factor = -(-layout.MIN_FRAME_WIDTH // (3 * (SIZE + 2) + 2))  # small images are enlarged
     assert frame.shape[1] == plain.shape[1] == 3 * (SIZE * factor + 2) + 2
     np.testing.assert_array_equal(
         frame[2 : 2 + SIZE * factor : factor, 2 : 2 + SIZE * factor : factor], images[0]
     )
-    later = pictures.reconstruction_frame(graphdef, params, images, label="epoch 10000")
+    later = run_pictures.reconstruction_frame(graphdef, params, images, label="epoch 10000")
     assert later.shape == frame.shape  # every frame of a GIF has the same size
-    samples = pictures.samples_picture(
+    samples = run_pictures.samples_picture(
         graphdef, params, height=SIZE, width=SIZE, key=jax.random.key(0), num_samples=2
     )
     assert samples.ndim == 3
@@ -173,7 +173,7 @@ def test_cli_render_sample_coherent(tmp_path):
 def test_write_run_pictures_and_the_held_out_curve(trained, tmp_path):
     graphdef, params, images = trained
     history = [{"epoch": e, "loss": 2.0 - e, "held_out_nll": 2.5 - e} for e in (1, 2, 3)]
-    psnrs = pictures.write_run_pictures(
+    psnrs = run_pictures.write_run_pictures(
         tmp_path, graphdef, params, images, history, key=jax.random.key(0), num_samples=2
     )
     assert psnrs == metrics.image_scores(graphdef, params, images)["coverage_psnr"]
@@ -185,8 +185,8 @@ def test_write_run_pictures_and_the_held_out_curve(trained, tmp_path):
         pixels = np.round(picture * 255).astype(int).reshape(-1, 3)
         return np.sum(np.all(pixels == orange, axis=1)) > 20
 
-    assert has_orange(pictures.loss_picture(history))
-    assert not has_orange(pictures.loss_picture([{"epoch": 1, "loss": 1.0}, {"epoch": 2}]))
+    assert has_orange(run_pictures.loss_picture(history))
+    assert not has_orange(run_pictures.loss_picture([{"epoch": 1, "loss": 1.0}, {"epoch": 2}]))
 
 
 def test_heat_colours_of_a_diverged_model():
