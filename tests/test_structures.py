@@ -115,6 +115,28 @@ def test_mean_bias_indices_point_at_the_component_means(name, mean_activation):
     )
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_collapse_diagnostics_count_only_the_floored_scales(name):
+    """Half the standard deviations (full: half the Cholesky diagonals; its off-diagonal zeros
+    are not scales) sit on the floor; component 0 wins everywhere."""
+    from mdn_jax import metrics
+
+    k, d, floor = 4, 2, 0.01
+    params = list(make_params(name, (3,), k, d, np.random.default_rng(5)))
+    params[0] = np.where(np.arange(k) == 0, 40.0, 0.0).astype(np.float32) * np.ones_like(params[0])
+    if name == "full":
+        diagonal = np.where(np.arange(d) == 0, floor, 0.7) * np.ones((3, k, d))
+        params[2] = (np.eye(d) * diagonal[..., None, :]).astype(np.float32)
+    else:
+        params[2] = np.where(np.arange(params[2].shape[-1]) % 2 == 0, floor, 0.7) * np.ones_like(
+            params[2]
+        )
+    found = metrics.collapse_diagnostics(getattr(mdn, name)(*params), scale_floor=floor)
+    assert found["scales_at_floor"] == 0.5
+    assert found["unused_components"] == k - 1
+    assert abs(found["effective_components"] - 1.0) < 1e-3
+
+
 # ---------------------------------------------------------------------------------------------
 # Marginals: `(log_weights, means, scales)`, each `[..., D, K]`.
 
