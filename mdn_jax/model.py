@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mdn_jax import mixture as mx
+from mdn_jax import structures
 
 STRUCTURES = ("joint", "per_dim", "full")
 ACTIVATIONS = {
@@ -198,14 +199,9 @@ def head_size(
     out_features: int | None = None,
 ) -> int:
     """Number of raw head outputs for a structure, K and D (from `config` or keywords)."""
-    structure = structure or config.structure
     k = components or config.components
     d = out_features or config.out_features
-    if structure == "joint":
-        return k + 2 * k * d
-    if structure == "per_dim":
-        return 3 * d * k
-    return k + k * d + k * d * (d + 1) // 2
+    return structures.named(structure or config.structure).head_size(components=k, out_features=d)
 
 
 class MDNHead(nnx.Module):
@@ -327,40 +323,20 @@ def head_to_mixture(
     Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor`; means are the raw values
     or, with mean_activation='sigmoid', squashed into (0, 1).
     """
-    k, d = components, out_features
-    batch = raw.shape[:-1]
-
-    def positive(v):
-        return jax.nn.softplus(v) + scale_floor
-
-    def location(v):
-        return jax.nn.sigmoid(v) if mean_activation == "sigmoid" else v
-
-    if structure == "per_dim":
-        logits, means, scales = jnp.split(raw.reshape(batch + (3, d, k)), 3, axis=-3)
-        return mx.PerDimMixture(
-            logits[..., 0, :, :], location(means[..., 0, :, :]), positive(scales[..., 0, :, :])
-        )
-    logits = raw[..., :k]
-    means = location(raw[..., k : k + k * d].reshape(batch + (k, d)))
-    rest = raw[..., k + k * d :]
-    if structure == "joint":
-        return mx.JointMixture(logits, means, positive(rest.reshape(batch + (k, d))))
-    rows, cols = jnp.tril_indices(d)
-    entries = rest.reshape(batch + (k, d * (d + 1) // 2))
-    entries = jnp.where(rows == cols, positive(entries), entries)  # diagonal positive
-    tril = jnp.zeros(batch + (k, d, d), raw.dtype).at[..., rows, cols].set(entries)
-    return mx.FullMixture(logits, means, tril)
+    return structures.named(structure).head_to_mixture(
+        raw,
+        components=components,
+        out_features=out_features,
+        scale_floor=scale_floor,
+        mean_activation=mean_activation,
+    )
 
 
 def mean_bias_indices(config: ModelConfig):
     """Indices into the head's raw outputs of the component means, shaped `[K, D]`."""
-    import numpy as np
-
-    k, d = config.components, config.out_features
-    if config.structure == "per_dim":  # raw layout [3, D, K]: means are block 1, [D, K] within it
-        return (d * k + np.arange(d * k).reshape(d, k)).T
-    return k + np.arange(k * d).reshape(k, d)  # raw layout [K logits, K x D means, ...]
+    return structures.named(config.structure).mean_bias_indices(
+        components=config.components, out_features=config.out_features
+    )
 
 
 def _mean_bias(config: ModelConfig) -> jax.Array:
