@@ -12,9 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from mdn_jax import config as cfg
+
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 DEMO_EPOCHS = 60
+MODEL = cfg.ModelConfig()  # the library's defaults, which the flags' defaults are
+TRAIN = cfg.TrainConfig()
 
 
 def _number(convert, *, allow_zero: bool):
@@ -28,11 +32,19 @@ def _number(convert, *, allow_zero: bool):
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        if not cfg.is_positive(value, allow_zero=allow_zero):
             raise argparse.ArgumentTypeError(f"expected {words}, got {text}")
         return value
 
     return parse
+
+
+def _short(number: float) -> str:
+    """A number as a person writes it in help text: 0.001 as 1e-3, 10.0 as 10."""
+    mantissa, exponent = f"{number:e}".split("e")
+    if -3 < int(exponent) < 3:
+        return f"{number:g}"
+    return f"{float(mantissa):g}e{int(exponent)}"
 
 
 _positive_int = _number(int, allow_zero=False)
@@ -70,69 +82,81 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_every: int) -> None:
     parser.add_argument(
-        "--components", type=_positive_int, default=10, help="mixture components K (default 10)"
+        "--components",
+        type=_positive_int,
+        default=MODEL.components,
+        help=f"mixture components K (default {MODEL.components})",
     )
     parser.add_argument(
         "--structure",
-        choices=("joint", "per_dim", "full"),
-        default="joint",
+        choices=cfg.STRUCTURES,
+        default=MODEL.structure,
         help="joint: shared weights, diagonal (default); per_dim: a mixture per channel; "
         "full: full covariance",
     )
     parser.add_argument(
         "--hidden",
         type=_hidden,
-        default=(100, 100, 100, 100, 100, 50),
-        help="trunk widths (default 100,100,100,100,100,50)",
+        default=cfg.REFERENCE_TRUNK,
+        help=f"trunk widths (default {','.join(map(str, cfg.REFERENCE_TRUNK))})",
     )
     parser.add_argument(
         "--epochs", type=_positive_int, default=epochs, help=f"epochs (default {epochs})"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=200, help="batch size (default 200)"
+        "--batch-size",
+        type=_positive_int,
+        default=TRAIN.batch_size,
+        help=f"batch size (default {TRAIN.batch_size})",
     )
     parser.add_argument(
-        "--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)"
+        "--lr",
+        type=_positive_float,
+        default=TRAIN.learning_rate,
+        help=f"Adam learning rate (default {_short(TRAIN.learning_rate)})",
     )
     parser.add_argument(
         "--schedule",
-        choices=("constant", "cosine", "warmup_cosine"),
-        default="constant",
-        help="learning-rate schedule (default constant)",
+        choices=cfg.SCHEDULES,
+        default=TRAIN.schedule,
+        help=f"learning-rate schedule (default {TRAIN.schedule})",
     )
     parser.add_argument(
         "--loss",
-        choices=("nll", "discretised"),
-        default="nll",
+        choices=cfg.LOSSES,
+        default=TRAIN.loss,
         help="nll: continuous likelihood (default); discretised: mass of each colour's 8-bit bin",
     )
     parser.add_argument(
         "--on-nonfinite",
-        choices=("stop", "skip"),
-        default="stop",
+        choices=cfg.ON_NONFINITE,
+        default=TRAIN.on_nonfinite,
         help="a NaN/inf loss or gradient is never applied; stop (default) ends training with "
         "a message, skip carries on and counts skipped steps",
     )
     parser.add_argument(
-        "--clip-norm", type=_positive_float, default=None, help="clip gradients to this global norm"
+        "--clip-norm",
+        type=_positive_float,
+        default=TRAIN.clip_norm,
+        help="clip gradients to this global norm",
     )
     parser.add_argument(
         "--scale-floor",
         type=_positive_float,
-        default=0.01,
-        help="smallest standard deviation (default 0.01, ~2.5/255)",
+        default=cfg.IMAGE_SCALE_FLOOR,
+        help=f"smallest standard deviation (default {cfg.IMAGE_SCALE_FLOOR:g}, ~2.5/255)",
     )
     parser.add_argument(
         "--fourier-features",
         type=_non_negative_int,
-        default=0,
+        default=MODEL.fourier_features,
         help="random Fourier features of the position (0: raw positions, the default)",
     )
     parser.add_argument(
         "--fourier-scale",
         type=_positive_float,
-        default=10.0,
-        help="standard deviation of the Fourier frequencies (default 10)",
+        default=MODEL.fourier_scale,
+        help=f"standard deviation of the Fourier frequencies (default {MODEL.fourier_scale:g})",
     )
     parser.add_argument(
         "--init",
@@ -141,13 +165,18 @@ def _add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_e
         help="random: the usual initialisation (default); spread: component means start on "
         "colours spread over the images and the head starts small (see docs/reproduce)",
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=TRAIN.seed,
+        help=f"random seed (default {TRAIN.seed})",
+    )
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16"),
-        default="float32",
+        choices=cfg.DTYPES,
+        default=MODEL.dtype,
         help="compute dtype of the trunk's matrix products; bfloat16 keeps params, optimiser "
-        "state and the likelihood in float32 (default float32)",
+        f"state and the likelihood in float32 (default {MODEL.dtype})",
     )
     parser.add_argument(
         "--devices",
