@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from mdn_jax import config as cfg
+
 
 def _configs(args, images):
     from mdn_jax import runs, train
@@ -225,9 +227,7 @@ def _training_size(run_dir: Path) -> tuple[int, int]:
         size = (info["height"], info["width"])
     except (OSError, KeyError, ValueError, TypeError):  # missing, not JSON, not UTF-8, not a dict
         size = None
-    if size is None or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size
-    ):
+    if size is None or not all(cfg.is_positive(v, integer=True) for v in size):
         raise checkpoint.CheckpointError(
             f"{run_dir}/config.json has no usable training size (data.height and "
             "data.width, positive integers); pass --size HxW"
