@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from mdn_jax import data, model, train  # noqa: E402
+from mdn_jax.config import REFERENCE_TRUNK  # noqa: E402
 
-REFERENCE_TRUNK = (100, 100, 100, 100, 100, 50)
 WIDE_TRUNK = (512, 512, 512, 512)
 
 

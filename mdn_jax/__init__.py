@@ -1,9 +1,11 @@
 """mdn_jax: Mixture Density Networks in JAX.
 
-The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), the network
-(`mdn_jax.model`), training (`mdn_jax.train`) and data (`mdn_jax.data`).
+The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), the configs
+(`mdn_jax.config`), the network (`mdn_jax.model`), training (`mdn_jax.train`) and data
+(`mdn_jax.data`).
 """
 
+from mdn_jax.config import ModelConfig, TrainConfig
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.discretised import bits_per_channel, discretised_log_prob
 from mdn_jax.mixture import (
@@ -33,9 +35,9 @@ from mdn_jax.mixture import (
     structure,
     variance,
 )
-from mdn_jax.model import MDN, MDNHead, ModelConfig, apply, head_to_mixture
+from mdn_jax.model import MDN, MDNHead, apply, head_to_mixture
 from mdn_jax.model import init as init_model
-from mdn_jax.train import FitResult, TrainConfig, Trainer, TrainState, evaluate_nll, fit
+from mdn_jax.train import FitResult, Trainer, TrainState, evaluate_nll, fit
 
 __version__ = "0.1.0"
 

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from mdn_jax import config as cfg
 from mdn_jax import model as mdl
 from mdn_jax import train
 
@@ -134,10 +135,8 @@ def save(
     writes each array once and synchronises the processes.
     """
     directory = Path(directory).absolute()
-    if not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be a positive integer, got {keep!r}")
-    if not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+    cfg.positive_int("keep", keep)
+    cfg.non_negative_int("epoch", epoch)
     # With several processes each checks here before the manager's creation barrier, so none can
     # see the checkpoint another is about to write.
     latest = latest_epoch(directory)
@@ -285,7 +284,7 @@ def _entry(meta, name: str):
 
 
 def _positive(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not cfg.is_positive(value, integer=True):
         raise ValueError(f"expected a positive integer, got {value!r}")
     return value
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from mdn_jax import checkpoint as ckpt
+from mdn_jax import config as cfg
 from mdn_jax import media, runs
 from mdn_jax import model as mdl
 from mdn_jax import train as tr
 
-REFERENCE_TRUNK = (100, 100, 100, 100, 100, 50)
+REFERENCE_TRUNK = cfg.REFERENCE_TRUNK
 DEFAULT_EPOCHS = 25
 FULL_EPOCHS = 300  # the reference's
 FOURIER = dict(fourier_features=128, fourier_scale=3.0)

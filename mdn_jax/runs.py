@@ -43,6 +43,7 @@ import jax
 import numpy as np
 
 from mdn_jax import checkpoint as ckpt
+from mdn_jax import config as cfg
 from mdn_jax import data as dt
 from mdn_jax import media, metrics, parallel
 from mdn_jax import model as mdl
@@ -67,12 +68,9 @@ class RunOptions:
 
     def __post_init__(self):
         for name in ("frame_every", "checkpoint_every", "samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0 or (name == "samples" and value < 1):
-                raise ValueError(
-                    f"{name} must be a {'positive' if name == 'samples' else 'non-negative'} "
-                    f"integer, got {value!r}"
-                )
+            (cfg.positive_int if name == "samples" else cfg.non_negative_int)(
+                name, getattr(self, name)
+            )
 
 
 def versions() -> dict[str, str]:
@@ -99,7 +97,7 @@ def image_model_config(**overrides) -> mdl.ModelConfig:
         out_features=3,
         input_offset=dt.IMAGE_INPUT_OFFSET,
         input_scale=dt.IMAGE_INPUT_SCALE,
-        scale_floor=0.01,
+        scale_floor=cfg.IMAGE_SCALE_FLOOR,
     )
     values.update(overrides)
     return mdl.ModelConfig(**values)

@@ -29,7 +29,6 @@ samples that wrap around are seen twice in that epoch.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -43,87 +42,14 @@ from jax.flatten_util import ravel_pytree
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 from mdn_jax import parallel
-
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
-LOSSES = ("nll", "discretised")
-ON_NONFINITE = ("stop", "skip")
+from mdn_jax.config import LOSSES as LOSSES  # re-exported: TrainConfig lived here
+from mdn_jax.config import ON_NONFINITE as ON_NONFINITE
+from mdn_jax.config import SCHEDULES as SCHEDULES
+from mdn_jax.config import TrainConfig
 
 
 class NonFiniteError(RuntimeError):
     """Training met a non-finite loss or gradient and was told to stop (one-line message)."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Optimisation settings; JSON-serialisable via `to_dict`/`from_dict`.
-
-    Attributes:
-      epochs: passes over the data.
-      batch_size: samples per step.
-      learning_rate: Adam's peak learning rate.
-      schedule: 'constant', 'cosine' (decay to 0 over all steps) or 'warmup_cosine'
-        (5% linear warm-up, then cosine decay).
-      clip_norm: clip gradients to this global norm; None for no clipping.
-      seed: seeds initialisation and the shuffle.
-      loss: 'nll' (continuous negative log-likelihood) or 'discretised' (the mass of each
-        target's 8-bit bin, for colours in [0, 1]; see mdn_jax.discretised).
-      on_nonfinite: a step whose loss or gradient is not finite is never applied; 'stop'
-        (default) then raises NonFiniteError after that epoch, naming the epoch and step;
-        'skip' carries on and counts the skipped steps in the history ('skipped_steps').
-    """
-
-    epochs: int = 100
-    batch_size: int = 200
-    learning_rate: float = 1e-3
-    schedule: str = "constant"
-    clip_norm: float | None = None
-    seed: int = 0
-    loss: str = "nll"
-    on_nonfinite: str = "stop"
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "seed"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int)
-                or isinstance(value, bool)
-                or value < (0 if name == "seed" else 1)
-            ):
-                raise ValueError(
-                    f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} "
-                    f"integer, got {value!r}"
-                )
-        if not (
-            isinstance(self.learning_rate, (int, float))
-            and math.isfinite(self.learning_rate)
-            and self.learning_rate > 0
-        ):
-            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
-            )
-        if self.on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.clip_norm is not None and not (
-            math.isfinite(self.clip_norm) and self.clip_norm > 0
-        ):
-            raise ValueError(f"clip_norm must be a positive number or None, got {self.clip_norm!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(
-                f"train config has unknown keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        return cls(**values)
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
