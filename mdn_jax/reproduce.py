@@ -35,7 +35,7 @@ REPORT_FRAMES = 12  # frames in each report GIF
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Experiment:
-    """One row of the report.
+    """One row of the report, with what its paragraph says about it.
 
     images: how many of the images it trains on (0: all of them).
     model: overrides of `runs.image_model_config` (K, structure, trunk, Fourier features).
@@ -43,6 +43,8 @@ class Experiment:
     spread_init: start the component means spread over the data's colours, the head small
       (`runs.spread_init`).
     baseline: the experiment it is compared with in its paragraph.
+    note: the paragraph's closing text: what this experiment shows; or a function of every
+      experiment's metrics (`{name: metrics}`) that writes it.
     """
 
     name: str
@@ -52,26 +54,59 @@ class Experiment:
     loss: str = "nll"
     spread_init: bool = False
     baseline: str | None = None
+    note: str | Callable[[dict[str, dict]], str] = ""
+
+    def closing(self, results: dict[str, dict]) -> str:
+        return self.note(results) if callable(self.note) else self.note
+
+
+def _trunk_experiment(widths: tuple[int, ...]) -> Experiment:
+    return Experiment(
+        name="trunk_" + "_".join(map(str, widths)),
+        title=f"trunk [2 inputs, {', '.join(map(str, widths))}]",
+        images=0,
+        model=dict(components=10, hidden=widths),
+        baseline="joint_k10",
+        note="The leading number is read as the width of the first hidden layer after the two "
+        "inputs (the reference's lists start with it).",
+    )
+
+
+def _and(items: Sequence[str]) -> str:
+    items = [f"`{i}`" for i in items]
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _combined_note(results: dict[str, dict]) -> str:
+    """What the three improvements did together, and which of them helped alone."""
+    alone = {
+        n: results[n]["bits_per_channel"] < results["joint_k10"]["bits_per_channel"]
+        for n in ("spread_init", "fourier", "discretised_loss")
+        if n in results and "joint_k10" in results
+    }
+    text = (
+        "The three improvements together: means that start spread over the colours, a position "
+        "encoding that can draw sharp edges, and the loss that is the reported score."
+    )
+    if alone:
+        text += (
+            f" Alone, against the baseline, {_and([n for n, ok in alone.items() if ok]) or 'none'}"
+            f" lowered bits per channel and "
+            f"{_and([n for n, ok in alone.items() if not ok]) or 'none'} did not."
+        )
+    return text
 
 
 def experiments() -> list[Experiment]:
     """The experiments, in report order. 'joint_k10' is the baseline of every improvement."""
-
-    def trunk(widths):
-        return Experiment(
-            name="trunk_" + "_".join(map(str, widths)),
-            title=f"trunk [2 inputs, {', '.join(map(str, widths))}]",
-            images=0,
-            model=dict(components=10, hidden=widths),
-            baseline="joint_k10",
-        )
-
     return [
         Experiment(
             name="one_image_k1",
             title="one image, one Gaussian per channel",
             images=1,
             model=dict(components=1),
+            note="One Gaussian per channel is enough for one image: its mean is the image, so the "
+            "coverage PSNR measures how sharp the trunk can draw it in this many epochs.",
         ),
         Experiment(
             name="two_images_k1",
@@ -79,6 +114,9 @@ def experiments() -> list[Experiment]:
             images=2,
             model=dict(components=1),
             baseline="two_images_k10",
+            note="With two true colours at every position a single Gaussian can only sit between "
+            "them: the mode render is the blurred average of the two images, and its variance has "
+            "to grow to cover both, which is what the NLL pays for.",
         ),
         Experiment(
             name="two_images_k10",
@@ -86,6 +124,8 @@ def experiments() -> list[Experiment]:
             images=2,
             model=dict(components=10),
             baseline="two_images_k1",
+            note="A mixture puts the two colours of a position in different components, so the "
+            "closest component matches each image and the density is sharp again.",
         ),
         Experiment(
             name="per_dim_k10",
@@ -93,6 +133,8 @@ def experiments() -> list[Experiment]:
             images=0,
             model=dict(components=10, structure="per_dim"),
             baseline="joint_k10",
+            note="A separate mixture per channel cannot tie a red value to the green and blue "
+            "values it came with: it spends likelihood on colour combinations that never occur.",
         ),
         Experiment(
             name="joint_k10",
@@ -101,9 +143,9 @@ def experiments() -> list[Experiment]:
             model=dict(components=10),
             baseline="per_dim_k10",
         ),
-        trunk((2, 100, 100, 100, 100, 100, 50)),
-        trunk((10, 100, 100, 100, 100, 100, 50)),
-        trunk((10, 100, 200, 200, 200, 100, 100)),
+        _trunk_experiment((2, 100, 100, 100, 100, 100, 50)),
+        _trunk_experiment((10, 100, 100, 100, 100, 100, 50)),
+        _trunk_experiment((10, 100, 200, 200, 200, 100, 100)),
         Experiment(
             name="fourier",
             title=f"baseline + {FOURIER['fourier_features']} Fourier features "
@@ -119,6 +161,10 @@ def experiments() -> list[Experiment]:
             model=dict(components=10),
             loss="discretised",
             baseline="joint_k10",
+            note="Training on the mass of each 8-bit bin optimises the reported score itself, "
+            "instead of a continuous density that can buy likelihood with peaks narrower than the "
+            "gap between two 8-bit levels (here the scale floor, 0.01, is 2.55 levels wide, so "
+            "that gain is small).",
         ),
         Experiment(
             name="spread_init",
@@ -127,6 +173,9 @@ def experiments() -> list[Experiment]:
             model=dict(components=10),
             spread_init=True,
             baseline="joint_k10",
+            note="Means start at colours spread over the data by farthest-point sampling and the "
+            f"head's weights at {runs.SPREAD_HEAD_SCALE:g} of their usual size, so every component "
+            "starts on a real colour with near-uniform weights.",
         ),
         Experiment(
             name="combined",
@@ -136,6 +185,7 @@ def experiments() -> list[Experiment]:
             loss="discretised",
             spread_init=True,
             baseline="joint_k10",
+            note=_combined_note,
         ),
     ]
 
@@ -398,11 +448,6 @@ def _thirty_db(results: dict[str, dict], epochs: int) -> str:
     return text
 
 
-def _and(items: Sequence[str]) -> str:
-    items = [f"`{i}`" for i in items]
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
-
-
 def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) -> str:
     m = metrics
     history = m.get("history") or [{}]
@@ -427,61 +472,9 @@ def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) 
             f"({'better' if delta_bits < 0 else 'worse'}), {delta_cov:+.1f} dB mean coverage PSNR, "
             f"{m['seconds'] / max(other['seconds'], 1e-9):.2f}x the training time."
         )
-    if experiment.name == "one_image_k1":
-        parts.append(
-            "One Gaussian per channel is enough for one image: its mean is the image, so the "
-            "coverage PSNR measures how sharp the trunk can draw it in this many epochs."
-        )
-    elif experiment.name == "two_images_k1":
-        parts.append(
-            "With two true colours at every position a single Gaussian can only sit between them: "
-            "the mode render is the blurred average of the two images, and its variance has to grow "
-            "to cover both, which is what the NLL pays for."
-        )
-    elif experiment.name == "two_images_k10":
-        parts.append(
-            "A mixture puts the two colours of a position in different components, so the closest "
-            "component matches each image and the density is sharp again."
-        )
-    elif experiment.name == "per_dim_k10":
-        parts.append(
-            "A separate mixture per channel cannot tie a red value to the green and blue values it "
-            "came with: it spends likelihood on colour combinations that never occur."
-        )
-    elif experiment.name.startswith("trunk_"):
-        parts.append(
-            "The leading number is read as the width of the first hidden layer after the two inputs "
-            "(the reference's lists start with it)."
-        )
-    elif experiment.name == "combined":
-        alone = {
-            n: results[n]["bits_per_channel"] < results["joint_k10"]["bits_per_channel"]
-            for n in ("spread_init", "fourier", "discretised_loss")
-            if n in results and "joint_k10" in results
-        }
-        parts.append(
-            "The three improvements together: means that start spread over the colours, a position "
-            "encoding that can draw sharp edges, and the loss that is the reported score."
-            + (
-                f" Alone, against the baseline, {_and([n for n, ok in alone.items() if ok]) or 'none'} "
-                f"lowered bits per channel and {_and([n for n, ok in alone.items() if not ok]) or 'none'} "
-                "did not."
-                if alone
-                else ""
-            )
-        )
-    elif experiment.name == "spread_init":
-        parts.append(
-            f"Means start at colours spread over the data by farthest-point sampling and the head's "
-            f"weights at {runs.SPREAD_HEAD_SCALE:g} of their usual size, so every component starts on a "
-            f"real colour with near-uniform weights."
-        )
-    elif experiment.loss == "discretised":
-        parts.append(
-            "Training on the mass of each 8-bit bin optimises the reported score itself, instead of a "
-            "continuous density that can buy likelihood with peaks narrower than the gap between two "
-            "8-bit levels (here the scale floor, 0.01, is 2.55 levels wide, so that gain is small)."
-        )
+    closing = experiment.closing(results)
+    if closing:
+        parts.append(closing)
     return " ".join(parts)
 
 
