@@ -184,22 +184,8 @@ def report(
         "",
         "## Results",
         "",
-        "| experiment | images | structure, K | trunk | loss | NLL (nats) | bits/ch | coverage PSNR (dB) | "
-        "component PSNR (dB) | epochs | seconds | samples/s | mode render | training (GIF) |",
-        "|---|---:|---|---|---|---:|---:|---|---|---:|---:|---:|---|---|",
+        *_table(chosen, results, images=n),
     ]
-    for e in chosen:
-        m = results[e.name]
-        structure = e.model.get("structure", "joint")
-        trunk = e.trunk_text()
-        count = e.images or n
-        lines.append(
-            f"| `{e.name}` | {count} | {structure}, {e.model['components']} | {trunk} | {e.loss} | "
-            f"{m['nll_nats']:.3f} | {m['bits_per_channel']:.3f} | {psnrs(m['coverage_psnr'])} | "
-            f"{psnrs(m['component_psnr'])} | {m['epochs']} | {m['seconds']:.0f} | "
-            f"{(m['samples_per_second'] or 0) / 1e3:.0f}k | "
-            f"![mode](report_files/{e.name}_mode.png) | ![montage](report_files/{e.name}_montage.gif) |"
-        )
     lines += ["", "## Experiments", ""]
     for e in chosen:
         lines += [f"### `{e.name}`: {e.title}", "", _paragraph(e, results[e.name], results), ""]
@@ -220,3 +206,25 @@ def report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _table(chosen: Sequence[Experiment], results: dict[str, dict], *, images: int) -> list[str]:
+    """The results table's lines: a header and one row per experiment."""
+    lines = [
+        "| experiment | images | structure, K | trunk | loss | NLL (nats) | bits/ch | "
+        "coverage PSNR (dB) | component PSNR (dB) | epochs | seconds | samples/s | mode render | "
+        "training (GIF) |",
+        "|---|---:|---|---|---|---:|---:|---|---|---:|---:|---:|---|---|",
+    ]
+    for e in chosen:
+        m = results[e.name]
+        structure = e.model.get("structure", "joint")
+        lines.append(
+            f"| `{e.name}` | {e.images or images} | {structure}, {e.model['components']} | "
+            f"{e.trunk_text()} | {e.loss} | {m['nll_nats']:.3f} | {m['bits_per_channel']:.3f} | "
+            f"{psnrs(m['coverage_psnr'])} | {psnrs(m['component_psnr'])} | {m['epochs']} | "
+            f"{m['seconds']:.0f} | {(m['samples_per_second'] or 0) / 1e3:.0f}k | "
+            f"![mode](report_files/{e.name}_mode.png) | "
+            f"![montage](report_files/{e.name}_montage.gif) |"
+        )
+    return lines

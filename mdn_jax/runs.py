@@ -40,11 +40,11 @@ import numpy as np
 
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import data as dt
-from mdn_jax import media, parallel
 from mdn_jax import model as mdl
+from mdn_jax import parallel
 from mdn_jax import run_callbacks as rc
 from mdn_jax import train as tr
-from mdn_jax.run_folder import finish, versions, write_json
+from mdn_jax.run_folder import finish, prepare_folder, versions, write_json
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -120,84 +120,25 @@ def train_on_images(
     log = log if main else _silent
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
-    start_epoch, state, history = _resume_point(
-        out, resume, placement, model_config, train_config, xs.shape[0], log
-    )
-    log(
-        f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} "
-        f"({xs.shape[0]:,} pixels) on {placement.describe()}; {model_config.components} "
-        f"{model_config.structure} components, {train_config.epochs} epochs"
-        + (f", {model_config.dtype} trunk" if model_config.dtype != "float32" else "")
-    )
+    run = _Run(out, images, model_config, train_config, options, placement, main, log)
+    start_epoch, state, history = _resume_point(run, resume=resume, num_samples=xs.shape[0])
+    log(run.description())
     num_samples = xs.shape[0]
     if placement.processes > 1:  # this process trains on its own share of the pixels
         share = parallel.process_share(num_samples)
         xs, ys = xs[share], ys[share]
     if main:
-        _prepare_folder(out, resume=resume)
-        write_json(
-            out / "config.json",
-            {
-                "model": model_config.to_dict(),
-                "train": train_config.to_dict(),
-                "run": dataclasses.asdict(options),
-                "data": data_info or {},
-                "devices": placement.devices,
-                "processes": placement.processes,
-                "versions": versions(),
-            },
-        )
+        prepare_folder(out, resume=resume)
+        write_json(out / "config.json", run.settings(data_info or {}))
     if start_epoch >= train_config.epochs:
         log(
             f"{out} already has {start_epoch} epochs; writing its outputs again (raise --epochs "
             "to train more; a cosine schedule is then stretched over the new total)"
         )
-    progress, task = rc.progress_bar(train_config.epochs, start_epoch, options.progress and main)
     run_seconds = time.perf_counter()
-    history = rc.RunHistory(history)
-    with rc.StopFlag() as flag, progress:
-        stop = rc.StopOnSignal(flag, placement)
-        frames = rc.Frames(
-            images,
-            out / "frames",
-            every=options.frame_every,
-            epochs=train_config.epochs,
-            stop=stop,
-            log=None if options.progress else log,
-        )
-        run_callbacks = [
-            stop,
-            rc.Diagnostics(
-                jax.device_put(dt.pixel_grid(*images.shape[1:3])), model_config.scale_floor
-            ),
-            rc.ProgressText(progress, task),
-            history,
-            *([frames] if main else []),
-            rc.Checkpoints(
-                out / "checkpoint",
-                every=options.checkpoint_every,
-                stop=stop,
-                history=history,
-                model_config=model_config,
-                train_config=train_config,
-                num_samples=num_samples,
-            ),
-        ]
-        try:
-            result = tr.fit_placed(
-                placement,
-                xs,
-                ys,
-                model_config=model_config,
-                train_config=train_config,
-                callbacks=[*run_callbacks, *callbacks],
-                normalise_inputs=False,
-                state=state,
-                start_epoch=start_epoch,
-            )
-        except tr.NonFiniteError as error:
-            raise tr.NonFiniteError(f"{error}; {_where_to_resume(out)}") from None
-    history = history.records
+    result, history = run.train(
+        xs, ys, state, start_epoch, history, num_samples=num_samples, callbacks=callbacks
+    )
     interrupted = bool(history) and history[-1]["epoch"] < train_config.epochs
     if interrupted:
         log(
@@ -205,11 +146,12 @@ def train_on_images(
         )
     if not main:
         return None
+    params = parallel.local(result.state.params)
     return finish(
         out,
         images,
         result.graphdef,
-        parallel.local(result.state.params),
+        params,
         model_config,
         history,
         options,
@@ -219,9 +161,93 @@ def train_on_images(
     )
 
 
-def _resume_point(out, resume, placement, model_config, train_config, num_samples, log):
-    """`(start_epoch, state or None, history)` of the run in `out`: a fresh start, or the state
-    of its latest checkpoint when resuming with the same settings and images."""
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One run's settings, and the training with its run-folder callbacks."""
+
+    out: Path
+    images: np.ndarray  # [N, H, W, 3]
+    model_config: mdl.ModelConfig
+    train_config: tr.TrainConfig
+    options: RunOptions
+    placement: parallel.Placement
+    main: bool  # this process writes the files
+    log: Callable[[str], None]
+
+    def description(self) -> str:
+        """The run's first log line: data, devices, model and epochs."""
+        (count, height, width), model = self.images.shape[:3], self.model_config
+        return (
+            f"training on {count} image(s) of {height}x{width} ({count * height * width:,} "
+            f"pixels) on {self.placement.describe()}; {model.components} {model.structure} "
+            f"components, {self.train_config.epochs} epochs"
+            + (f", {model.dtype} trunk" if model.dtype != "float32" else "")
+        )
+
+    def settings(self, data_info: dict[str, Any]) -> dict[str, Any]:
+        """config.json: model, training, run and data settings, devices and versions."""
+        return {
+            "model": self.model_config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "run": dataclasses.asdict(self.options),
+            "data": data_info,
+            "devices": self.placement.devices,
+            "processes": self.placement.processes,
+            "versions": versions(),
+        }
+
+    def train(self, xs, ys, state, start_epoch, history, *, num_samples, callbacks):
+        """`(FitResult, the run's history)` after training with the run's callbacks, then
+        `callbacks`; a NonFiniteError says where to continue from."""
+        config = self.train_config
+        progress, task = rc.progress_bar(
+            config.epochs, start_epoch, self.options.progress and self.main
+        )
+        history = rc.RunHistory(history)
+        with rc.StopFlag() as flag, progress:
+            stop = rc.StopOnSignal(flag, self.placement)
+            frames = rc.Frames(
+                self.images,
+                self.out / "frames",
+                every=self.options.frame_every,
+                epochs=config.epochs,
+                stop=stop,
+                log=None if self.options.progress else self.log,  # no bar: a line per frame
+            )
+            checkpoints = rc.Checkpoints(
+                self.out / "checkpoint",
+                every=self.options.checkpoint_every,
+                stop=stop,
+                history=history,
+                model_config=self.model_config,
+                train_config=config,
+                num_samples=num_samples,
+            )
+            grid = jax.device_put(dt.pixel_grid(*self.images.shape[1:3]))
+            diagnostics = rc.Diagnostics(grid, self.model_config.scale_floor)
+            ours = [stop, diagnostics, rc.ProgressText(progress, task), history]
+            ours += [frames, checkpoints] if self.main else [checkpoints]
+            try:
+                result = tr.fit_placed(
+                    self.placement,
+                    xs,
+                    ys,
+                    model_config=self.model_config,
+                    train_config=config,
+                    callbacks=[*ours, *callbacks],
+                    normalise_inputs=False,
+                    state=state,
+                    start_epoch=start_epoch,
+                )
+            except tr.NonFiniteError as error:
+                raise tr.NonFiniteError(f"{error}; {_where_to_resume(self.out)}") from None
+        return result, history.records
+
+
+def _resume_point(run: _Run, *, resume: bool, num_samples: int):
+    """`(start_epoch, state or None, history)` of the run: a fresh start, or the state of its
+    latest checkpoint when resuming with the same settings and images."""
+    out, model_config, train_config = run.out, run.model_config, run.train_config
     checkpoint_dir = out / "checkpoint"
     latest = ckpt.latest_epoch(checkpoint_dir)
     if not resume and latest is not None:
@@ -233,7 +259,7 @@ def _resume_point(out, resume, placement, model_config, train_config, num_sample
         return 0, None, []
     if latest is None:
         raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
-    restored = ckpt.restore(checkpoint_dir, mesh=placement.mesh)
+    restored = ckpt.restore(checkpoint_dir, mesh=run.placement.mesh)
     # The optimiser state's structure depends on schedule and clipping, and the batch order on
     # the data and batch size, so those must match for resume to equal an uninterrupted run.
     keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
@@ -253,20 +279,8 @@ def _resume_point(out, resume, placement, model_config, train_config, num_sample
             f"{out} was trained with other settings: {', '.join(changed)}; resume with the same "
             "images and flags or start a new --out folder"
         )
-    log(f"resuming {out} from epoch {restored.epoch}")
+    run.log(f"resuming {out} from epoch {restored.epoch}")
     return restored.epoch, restored.state, list(restored.history)
-
-
-def _prepare_folder(out: Path, *, resume: bool) -> None:
-    """Create the run folder and clear what an earlier, killed or unfinished run left there."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:  # frames of an earlier run that never checkpointed must not join the montage
-        for stale in (out / "frames").glob("epoch_*.png"):
-            stale.unlink()
-    # A run killed mid-write leaves temporaries (never a file under its final name); clear them.
-    for folder in (out, out / "frames"):
-        media.remove_temporaries(folder)
-    ckpt.remove_unfinished(out / "checkpoint")
 
 
 def _where_to_resume(out: Path) -> str:
