@@ -268,10 +268,10 @@ def _read_meta(manager: ocp.CheckpointManager, epoch: int, where: Path) -> _Meta
 def _target(meta: _Meta, mesh: jax.sharding.Mesh | None):
     """The graphdef, and the shapes, dtypes and placement of the arrays `fit` would train for
     `meta`'s configs: `jax.eval_shape` of the inits, so no initialiser runs or compiles."""
-    total_steps = meta.train_config.epochs * train.steps_per_epoch(
+    total_steps = meta.train_config.epochs * step.steps_per_epoch(
         meta.num_samples, meta.train_config.batch_size
     )
-    optimizer = train.make_optimizer(meta.train_config, total_steps=total_steps)
+    optimizer = step.make_optimizer(meta.train_config, total_steps=total_steps)
 
     def fresh(key):
         graphdef, params = mdl.init(meta.model_config, key=key)

@@ -248,6 +248,22 @@ class Placement:
             return np.asarray(values)[None]
         return np.asarray(multihost_utils.process_allgather(np.asarray(values)))
 
+    def normalisation(self, xs: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-feature `(mean, std)` of the inputs of every process, each holding its share
+        `xs [N_p, in]` (std 1 where a feature is constant)."""
+        xs = np.asarray(xs, np.float64)
+        if self.processes == 1:
+            mean, std = xs.mean(axis=0), xs.std(axis=0)
+        else:
+            moments = self.gather(
+                np.concatenate([[xs.shape[0]], xs.mean(0), xs.var(0)]).astype(np.float32)
+            ).astype(np.float64)  # [P, 1 + 2 * in]: count, means, variances
+            counts, means, variances = np.split(moments, [1, 1 + xs.shape[1]], axis=1)
+            mean = (counts * means).sum(0) / counts.sum()
+            std = np.sqrt((counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum())
+        std = np.where(std > 0, std, 1.0)
+        return tuple(mean.tolist()), tuple(std.tolist())
+
     def shuffle_key(self, key: jax.Array) -> jax.Array:
         """The key this process shuffles its own share with (`key` itself with one process)."""
         if self.processes == 1:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -122,6 +123,28 @@ def train_epoch(
     flat, opt_state, losses = placement.pin_replicated((flat, opt_state, losses))
     step = state.step + batch_indices.shape[0]
     return TrainState(unravel(flat), opt_state, step, state.key), losses
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    return -(-num_samples // batch_size)
+
+
+def shuffled_batches(
+    key: jax.Array, num_samples: int, batch_size: int, *, num_batches: int | None = None
+) -> np.ndarray:
+    """A fresh shuffle of `range(num_samples)` as `[ceil(N / B), B]` int32 batch indices.
+
+    The permutation is drawn on the host with numpy, seeded from `key`'s bits: it is
+    deterministic in the key and costs ~1 ms where `jax.random.permutation` of 82k indices
+    costs ~46 ms on a 2-core CPU. The last partial batch wraps around (see module docstring);
+    `num_batches` asks for more batches than that (the order repeats), for a process whose
+    share of the data is shorter than another's.
+    """
+    seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel()
+    order = np.random.default_rng(seed).permutation(num_samples)
+    num_batches = num_batches or steps_per_epoch(num_samples, batch_size)
+    padded = np.resize(order, num_batches * batch_size)  # np.resize repeats from the start
+    return padded.reshape(num_batches, batch_size).astype(np.int32)
 
 
 def make_optimizer(config: TrainConfig, *, total_steps: int) -> optax.GradientTransformation:

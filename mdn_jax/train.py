@@ -38,7 +38,15 @@ from mdn_jax import model as mdl
 from mdn_jax import parallel
 
 # The compiled half of training lives in mdn_jax.step; these names stay importable from here.
-from mdn_jax.step import LossFn, Trainer, TrainState, loss_named, make_optimizer
+from mdn_jax.step import (
+    LossFn,
+    Trainer,
+    TrainState,
+    loss_named,
+    make_optimizer,
+    shuffled_batches,
+    steps_per_epoch,
+)
 from mdn_jax.step import nll_loss as nll_loss
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
@@ -121,28 +129,6 @@ class TrainConfig:
                 f"train config has unknown keys {sorted(unknown)}; known: {sorted(known)}"
             )
         return cls(**values)
-
-
-def steps_per_epoch(num_samples: int, batch_size: int) -> int:
-    return -(-num_samples // batch_size)
-
-
-def shuffled_batches(
-    key: jax.Array, num_samples: int, batch_size: int, *, num_batches: int | None = None
-) -> np.ndarray:
-    """A fresh shuffle of `range(num_samples)` as `[ceil(N / B), B]` int32 batch indices.
-
-    The permutation is drawn on the host with numpy, seeded from `key`'s bits: it is
-    deterministic in the key and costs ~1 ms where `jax.random.permutation` of 82k indices
-    costs ~46 ms on a 2-core CPU. The last partial batch wraps around (see module docstring);
-    `num_batches` asks for more batches than that (the order repeats), for a process whose
-    share of the data is shorter than another's.
-    """
-    seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel()
-    order = np.random.default_rng(seed).permutation(num_samples)
-    num_batches = num_batches or steps_per_epoch(num_samples, batch_size)
-    padded = np.resize(order, num_batches * batch_size)  # np.resize repeats from the start
-    return padded.reshape(num_batches, batch_size).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,7 +302,7 @@ def fit_placed(
     share_sizes = placement.gather(np.array([xs.shape[0]]))[:, 0]  # [P]
     check_batch_size(train_config.batch_size, int(share_sizes.sum()))
     if normalise_inputs and model_config.input_offset is None and model_config.input_scale is None:
-        offset, scale = _normalisation(xs, placement)
+        offset, scale = placement.normalisation(xs)
         model_config = dataclasses.replace(model_config, input_offset=offset, input_scale=scale)
     init_key, shuffle_key = jax.random.split(jax.random.key(train_config.seed))
     graphdef, params = mdl.init(model_config, key=init_key)
@@ -387,21 +373,6 @@ def _run_callbacks(callbacks: Sequence[Callback], report: EpochReport) -> tuple[
             report = dataclasses.replace(report, record={**report.record, **answer})
         stop = stop or answer is True
     return report, stop
-
-
-def _normalisation(xs: np.ndarray, placement: parallel.Placement):
-    """Per-feature `(mean, std)` tuples of the inputs of every process (each holds its share)."""
-    if placement.processes == 1:
-        return mdl.normalisation_from_data(xs)
-    xs64 = np.asarray(xs, np.float64)
-    moments = placement.gather(
-        np.concatenate([[xs.shape[0]], xs64.mean(0), xs64.var(0)]).astype(np.float32)
-    ).astype(np.float64)  # [P, 1 + 2 * in]: count, means, variances
-    counts, means, variances = np.split(moments, [1, 1 + xs.shape[1]], axis=1)
-    mean = (counts * means).sum(0) / counts.sum()
-    std = np.sqrt((counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum())
-    std = np.where(std > 0, std, 1.0)
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 @functools.partial(jax.jit, static_argnums=0)
