@@ -149,12 +149,8 @@ def save(
             f"{directory} already has a checkpoint for epoch {latest} and epoch {epoch} "
             "is not newer; save to another directory or delete the later checkpoints"
         )
-    arrays = {
-        "params": state.params,
-        "opt_state": state.opt_state,
-        "step": state.step,
-        "key": jax.random.key_data(state.key),
-    }
+    # {"params", "opt_state", "step", "key"}: the layout `_target` rebuilds for restore.
+    arrays = state._replace(key=jax.random.key_data(state.key))._asdict()
     meta = {
         "format": FORMAT,
         "epoch": epoch,
