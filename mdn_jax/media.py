@@ -1,4 +1,4 @@
-"""Pictures: PNG files, image grids, the training-progress montage GIF and the loss curve.
+"""Pictures: PNG files, image grids, the training-progress montage GIF, the loss curve and the calibration chart.
 
 Every file is written to a temporary name in the same folder and renamed into place, so a
 crash never leaves a half-written image behind; what a killed process leaves is a hidden
@@ -191,4 +191,80 @@ def line_chart(
                 fill=colour,
             )
         draw.text((left + plot_w - 150, top + 6 + 14 * index), name, fill=colour)
+    return np.asarray(image, np.float32) / 255.0
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize `[H, W, 3]` (float in [0, 1] or uint8) down to `size = (height, width)`, float `[h, w, 3]`.
+
+    Pillow's Lanczos filter averages every source pixel under its footprint, where taking
+    every n-th pixel would alias fine detail and thin lines into noise.
+    """
+    from PIL import Image
+
+    pixels = np.asarray(image)
+    pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
+    height, width = size
+    small = Image.fromarray(pixels[..., :3]).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(small, np.float32) / 255.0
+
+
+def calibration_chart(metrics: dict, *, size: tuple[int, int] = (720, 320)) -> np.ndarray:
+    """The PIT histogram and the coverage against the nominal levels, side by side, `[H, W, 3]`.
+
+    `metrics` is `mdn_jax.calibration_metrics`'s dict. Left: PIT bar heights relative to a
+    uniform histogram (1 = calibrated; a U shape is over-confident, a hump under-confident).
+    Right: each level's observed coverage (per dimension in colour, all together in black)
+    against the nominal level, on the diagonal when calibrated.
+    """
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    grey, ink = (120, 120, 120), (20, 20, 20)
+    colours = [(214, 39, 40), (44, 160, 44), (31, 119, 180), (255, 127, 14)]
+    top, bottom, half = 28, height - 36, width // 2
+    counts = np.asarray(metrics["pit_histogram"], np.float64)  # [D, bins]
+    relative = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0) * counts.shape[-1]
+    peak = max(2.0, float(np.nanmax(relative)) if relative.size else 2.0)
+    left, right = 48, half - 16
+    y_of = lambda value: bottom - value / peak * (bottom - top)
+    draw.rectangle([left, top, right, bottom], outline=grey)
+    step = (right - left) / max(counts.shape[-1], 1)
+    bar = step / max(counts.shape[0], 1)
+    for d, row in enumerate(relative):
+        for b, value in enumerate(row):
+            x0 = left + b * step + d * bar
+            draw.rectangle([x0 + 1, y_of(value), x0 + bar - 1, bottom], fill=colours[d % 4])
+    draw.line([left, y_of(1.0), right, y_of(1.0)], fill=ink, width=1)  # uniform
+    for value in (0.0, 1.0, peak):
+        draw.text((6, y_of(value) - 6), f"{value:.3g}", fill=ink)
+    draw.text((left, bottom + 6), "0", fill=ink)
+    draw.text((right - 6, bottom + 6), "1", fill=ink)
+    draw.text((left + 40, bottom + 18), "PIT (cdf at the observation)", fill=ink)
+    draw.text(
+        (left, 8), f"PIT histogram, {metrics.get('observations', 0):,} observations", fill=ink
+    )
+
+    left, right = half + 48, width - 16
+    x_of = lambda value: left + value * (right - left)
+    y_of = lambda value: bottom - value * (bottom - top)
+    draw.rectangle([left, top, right, bottom], outline=grey)
+    draw.line([x_of(0), y_of(0), x_of(1), y_of(1)], fill=grey, width=1)  # calibrated
+    for value in (0.0, 0.5, 1.0):
+        draw.text((half + 8, y_of(value) - 6), f"{value:g}", fill=ink)
+        draw.text((x_of(value) - 6, bottom + 6), f"{value:g}", fill=ink)
+    for name, observed in metrics.get("coverage_per_dim", {}).items():
+        for d, value in enumerate(observed):
+            x, y = x_of(float(name)), y_of(value)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], outline=colours[d % 4], width=2)
+    for name, value in metrics.get("coverage", {}).items():
+        x, y = x_of(float(name)), y_of(value)
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=ink)
+        draw.text((x + 8, y - 6), f"{value:.2f}", fill=ink)
+    draw.text((left + 30, bottom + 18), "nominal central-interval level", fill=ink)
+    draw.text(
+        (left, 8), f"coverage; mean CRPS {metrics.get('crps_mean', float('nan')):.4g}", fill=ink
+    )
     return np.asarray(image, np.float32) / 255.0
