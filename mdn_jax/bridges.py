@@ -41,8 +41,9 @@ def tempered(
 ) -> Mixture:
     """The mixture with the temperatures folded into its parameters (same structure and shapes).
 
-    Logits become `logits / temperature` (at 0: 0 for the heaviest component(s), -inf for the
-    rest); scales, or Cholesky factors, are multiplied by `sigma_temperature`.
+    Logits become `logits / temperature` (at 0: 0 for the heaviest component(s) and a huge
+    negative number for the rest, whose weights become exactly 0); scales, or Cholesky factors,
+    are multiplied by `sigma_temperature`.
     """
     for name, value in (("temperature", temperature), ("sigma_temperature", sigma_temperature)):
         if isinstance(value, (int, float)) and not value >= 0:
@@ -53,7 +54,9 @@ def tempered(
             "use mdn_jax.sample with sigma_temperature=0 for point estimates"
         )
     logits = mixture.logits
-    heaviest = jnp.where(logits == jnp.max(logits, axis=-1, keepdims=True), 0.0, -jnp.inf)
+    # Not -inf for the others: numpyro's argument validation rejects infinite logits.
+    lightest = jnp.finfo(logits.dtype).min / 2
+    heaviest = jnp.where(logits == jnp.max(logits, axis=-1, keepdims=True), 0.0, lightest)
     safe = jnp.where(temperature > 0, temperature, 1.0)
     logits = jnp.where(temperature > 0, logits / safe, heaviest.astype(logits.dtype))
     return mixture._replace(
