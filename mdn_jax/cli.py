@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mixture Density Networks in JAX: "
         "learn images as mixtures, watch them learn, render what they learned.",
     )
+    parser.add_argument("--version", action="version", version=f"mdn-jax {_version()}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -231,9 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
         "position to colour on one or more images (files or folders).",
     )
     train.add_argument(
-        "inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images"
+        "inputs",
+        nargs="*",  # required unless --config names them: checked in _run_train
+        metavar="IMAGE_OR_FOLDER",
+        help="image files or folders of images",
     )
     train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument(
+        "--config",
+        metavar="RUN/config.json",
+        default=None,
+        help="repeat the settings (and, without IMAGE_OR_FOLDER, the images) of an earlier "
+        "run; flags given here override them",
+    )
     train.add_argument(
         "--size",
         type=_size,
@@ -451,6 +462,10 @@ def _run_demo(args) -> int:
 
 
 def _run_train(args) -> int:
+    if not args.inputs:  # the same line argparse gave when IMAGE_OR_FOLDER was nargs="+"
+        raise ValueError(
+            "train: the following arguments are required: IMAGE_OR_FOLDER; see mdn-jax train --help"
+        )
     _start_processes(args)
     from mdn_jax import data
 
@@ -578,8 +593,8 @@ def _benchmarks_dir() -> Path:
         if (candidate / "train_throughput.py").exists():
             return candidate
     raise FileNotFoundError(
-        "benchmarks/ not found next to the installed package; run mdn-jax bench from a "
-        "source checkout of mdn_jax"
+        "the benchmarks are not installed with the package; get a source checkout of mdn_jax "
+        "(its benchmarks/ folder) and run mdn-jax bench inside it"
     )
 
 
@@ -596,6 +611,12 @@ def _run_bench(args) -> int:
         print(f"$ {' '.join(command)}", flush=True)
         status = status or subprocess.run(command).returncode
     return status
+
+
+def _version() -> str:
+    from mdn_jax._version import version
+
+    return version()
 
 
 def _drop_orbax_closed_loop_noise() -> None:
@@ -630,6 +651,10 @@ def main(argv: list[str] | None = None) -> int:
     from mdn_jax.train import NonFiniteError
 
     try:
+        if getattr(args, "config", None) is not None:
+            from mdn_jax import repeat
+
+            args = repeat.with_config(parser, sys.argv[1:] if argv is None else list(argv), args)
         return args.handler(args)
     except (DataError, CheckpointError, ValueError, OSError) as error:
         if isinstance(error, OSError) and error.strerror:
