@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import mdn_jax
-from mdn_jax import _version, cli, media
+from mdn_jax import _version, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -202,15 +202,3 @@ def test_train_config_round_trip(tmp_path):
     was, now = (json.loads((tmp_path / n / "config.json").read_text()) for n in ("first", "second"))
     assert was["model"] == now["model"] and was["train"] == now["train"]
     assert was["data"] == now["data"] and was["run"] == now["run"]
-
-
-def test_shrink_averages_instead_of_dropping_pixels():
-    """A one-pixel checkerboard halved: resampling gives even grey, striding keeps one colour."""
-    board = (np.indices((16, 16)).sum(axis=0) % 2).astype(np.float32)
-    image = np.repeat(board[..., None], 3, axis=-1)
-    small = media.shrink(image, (8, 8))
-    assert small.shape == (8, 8, 3) and small.dtype == np.float32
-    assert np.all(np.abs(small - 0.5) < 0.05), small[..., 0]
-    assert np.all(image[::2, ::2] == 0.0)  # what the old [::2, ::2] shrink kept
-    uint8 = media.shrink(media.to_uint8(image), (8, 8))
-    np.testing.assert_allclose(uint8, small, atol=1 / 255)
