@@ -1,13 +1,13 @@
 """mdn_jax: Mixture Density Networks in JAX.
 
 The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), marginals and
-calibration (`mdn_jax.marginals`, `mdn_jax.calibration`), distrax and numpyro bridges
+calibration (`mdn_jax.marginals`, `mdn_jax.calibration`), distrax, numpyro and TFP bridges
 (`mdn_jax.bridges`), the network (`mdn_jax.model`), training (`mdn_jax.train`) and data
 (`mdn_jax.data`).
 """
 
 from mdn_jax._version import version as _installed_version
-from mdn_jax.bridges import to_distrax, to_numpyro
+from mdn_jax.bridges import to_distrax, to_numpyro, to_tfp
 from mdn_jax.calibration import calibration_metrics, coverage, crps, pit
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.discretised import bits_per_channel, discretised_log_prob
@@ -82,6 +82,7 @@ __all__ = [
     # bridges
     "to_distrax",
     "to_numpyro",
+    "to_tfp",
     # discretised
     "discretised_log_prob",
     "bits_per_channel",

@@ -1,6 +1,7 @@
-"""A mixture as a distrax or numpyro distribution, for workflows built on those libraries.
+"""A mixture as a distrax, numpyro or TFP distribution, for workflows built on those libraries.
 
-`to_distrax(mixture)` and `to_numpyro(mixture)` return the same density as `mdn_jax.log_prob`:
+`to_distrax(mixture)`, `to_numpyro(mixture)` and `to_tfp(mixture)` (TensorFlow Probability on
+JAX) return the same density as `mdn_jax.log_prob`:
 
 - joint:   `MixtureSameFamily(Categorical(logits), MultivariateNormalDiag(means, scales))`;
 - per_dim: D independent `MixtureSameFamily(Categorical, Normal)`, one event of size D;
@@ -14,7 +15,7 @@ returned distribution then draws from the same law as
 density, so `sigma_temperature` must be positive; `temperature = 0` keeps only the heaviest
 component(s).
 
-distrax and numpyro are optional: `pip install "mdn_jax[distrax]"` or `"mdn_jax[numpyro]"`.
+All three are optional: `pip install "mdn_jax[distrax]"`, `"mdn_jax[numpyro]"` or `"mdn_jax[tfp]"`.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import jax.numpy as jnp
 from mdn_jax.mixture import FullMixture, JointMixture, Mixture, PerDimMixture
 
 
-def _import(name: str):
+def _import(module: str, extra: str):
+    """`module`, or one ImportError line naming the mdn_jax extra that installs it."""
     try:
-        return importlib.import_module(name)
+        return importlib.import_module(module)
     except ImportError:
         raise ImportError(
-            f"to_{name} needs {name}, which is not installed; "
-            f'install it with: pip install "mdn_jax[{name}]"'
+            f"to_{extra} needs {module.split('.')[0]}, which is not installed; "
+            f'install it with: pip install "mdn_jax[{extra}]"'
         ) from None
 
 
@@ -90,7 +92,7 @@ def _build(library, mixture: Mixture, temperature, sigma_temperature):
 
 class _Distrax:
     def __init__(self):
-        self.d = _import("distrax")
+        self.d = _import("distrax", "distrax")
 
     def categorical(self, logits):
         return self.d.Categorical(logits=logits)
@@ -113,8 +115,7 @@ class _Distrax:
 
 class _NumPyro:
     def __init__(self):
-        _import("numpyro")
-        self.d = importlib.import_module("numpyro.distributions")
+        self.d = _import("numpyro.distributions", "numpyro")
 
     def categorical(self, logits):
         return self.d.Categorical(logits=logits)
@@ -135,6 +136,19 @@ class _NumPyro:
         return distribution.to_event(1)
 
 
+class _TFP(_Distrax):
+    """TensorFlow Probability on JAX: distrax's constructors under TFP's names."""
+
+    def __init__(self):
+        self.d = _import("tensorflow_probability.substrates.jax.distributions", "tfp")
+
+    def diagonal(self, means, scales):
+        return self.d.MultivariateNormalDiag(means, scales)
+
+    def tril(self, means, scale_tril):
+        return self.d.MultivariateNormalTriL(means, scale_tril)
+
+
 def to_distrax(mixture: Mixture, *, temperature: float = 1.0, sigma_temperature: float = 1.0):
     """The mixture as a `distrax.Distribution`: batch shape `[...]`, event shape `[D]`.
 
@@ -151,3 +165,12 @@ def to_numpyro(mixture: Mixture, *, temperature: float = 1.0, sigma_temperature:
     Needs numpyro (`pip install "mdn_jax[numpyro]"`).
     """
     return _build(_NumPyro(), mixture, temperature, sigma_temperature)
+
+
+def to_tfp(mixture: Mixture, *, temperature: float = 1.0, sigma_temperature: float = 1.0):
+    """The mixture as a TensorFlow Probability (on JAX) distribution: batch `[...]`, event `[D]`.
+
+    Temperatures as in `mdn_jax.sample`, applied to the parameters first (see `tempered`).
+    Needs TFP's JAX substrate (`pip install "mdn_jax[tfp]"`).
+    """
+    return _build(_TFP(), mixture, temperature, sigma_temperature)

@@ -14,14 +14,16 @@ import mdn_jax as mdn
 
 pytest.importorskip("distrax")
 pytest.importorskip("numpyro")
+pytest.importorskip("tensorflow_probability.substrates.jax")
 
-BRIDGES = {"distrax": mdn.to_distrax, "numpyro": mdn.to_numpyro}
+BRIDGES = {"distrax": mdn.to_distrax, "numpyro": mdn.to_numpyro, "tfp": mdn.to_tfp}
+MODULES = {"distrax": "distrax", "numpyro": "numpyro", "tfp": "tensorflow_probability"}
 
 
 def draw(library, distribution, key, count):
-    if library == "distrax":
-        return distribution.sample(seed=key, sample_shape=(count,))
-    return distribution.sample(key, (count,))
+    if library == "numpyro":
+        return distribution.sample(key, (count,))
+    return distribution.sample(seed=key, sample_shape=(count,))
 
 
 @pytest.mark.parametrize("library", BRIDGES)
@@ -119,7 +121,9 @@ def test_bad_temperatures_say_what_to_do(library):
 @pytest.mark.parametrize("library", BRIDGES)
 def test_without_the_library_one_line_names_the_extra(library, monkeypatch):
     mixture = build("joint", make_params("joint", (), 2, 2, np.random.default_rng(0)))
-    monkeypatch.setitem(sys.modules, library, None)  # import now raises ImportError
+    for name in [m for m in sys.modules if m.split(".")[0] == MODULES[library]]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, MODULES[library], None)  # import now raises ImportError
     with pytest.raises(ImportError) as caught:
         BRIDGES[library](mixture)
     message = str(caught.value)
