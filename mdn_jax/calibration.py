@@ -16,7 +16,7 @@ import numpy as np
 from jax.scipy.special import erf
 
 from mdn_jax.marginals import cdf, marginal_mixtures
-from mdn_jax.mixture import Mixture
+from mdn_jax.mixture import Mixture, batch_shape
 
 _SQRT_HALF = math.sqrt(0.5)
 _LOG_SQRT_TWO_PI = 0.5 * math.log(2.0 * math.pi)
@@ -86,29 +86,61 @@ def calibration_metrics(
     *,
     bins: int = 10,
     levels: tuple[float, ...] = COVERAGE_LEVELS,
+    rows_per_chunk: int = 65536,
 ) -> dict:
     """Calibration on held-out data as a JSON-ready dict (plain floats, ints and lists).
 
     `mixture` is the model's prediction for held-out inputs and `y` `[..., D]` their observed
-    values. Keys: `observations` (the number of `y` rows), `crps_mean` and `crps_per_dim`,
-    `pit_histogram` (counts per dimension in `bins` equal bins of [0, 1], `[D][bins]`),
-    `coverage` (`{"0.5": share, ...}`, over all dimensions) and `coverage_per_dim`.
+    values (batch axes broadcast). Keys: `observations` (the number of `y` rows), `crps_mean`
+    and `crps_per_dim`, `pit_histogram` (counts per dimension in `bins` equal bins of [0, 1],
+    `[D][bins]`), `coverage` (`{"0.5": share, ...}`, over all dimensions, as `coverage`
+    computes it) and `coverage_per_dim`. Rows go through in chunks of `rows_per_chunk`, so
+    CRPS's K x K pairs never hold more than that many rows in memory.
     """
     if not (isinstance(bins, int) and bins >= 1):
         raise ValueError(f"bins must be a positive integer, got {bins!r}")
     if not all(0 < level < 1 for level in levels):
         raise ValueError(f"every coverage level must lie in (0, 1), got {levels!r}")
-    scores = np.asarray(crps(mixture, y), np.float64)  # [..., D]
-    pits = np.asarray(pit(mixture, y), np.float64)
-    pits = pits.reshape(-1, pits.shape[-1])  # [N, D]
-    shares = np.asarray(coverage(mixture, y, levels=tuple(levels)), np.float64)  # [L, D]
+    if not (isinstance(rows_per_chunk, int) and rows_per_chunk >= 1):
+        raise ValueError(f"rows_per_chunk must be a positive integer, got {rows_per_chunk!r}")
+    rows, y = _flatten(mixture, y)  # batch [N], y [N, D]
+    crps_sum, pits = np.zeros(y.shape[-1]), []
+    for start in range(0, y.shape[0], rows_per_chunk):
+        chunk = jax.tree_util.tree_map(lambda a: a[start : start + rows_per_chunk], rows)
+        scores, values = _crps_and_pit(chunk, y[start : start + rows_per_chunk])
+        crps_sum += np.asarray(scores, np.float64).sum(axis=0)  # over rows
+        pits.append(np.asarray(values, np.float64))
+    pits = np.concatenate(pits)  # [N, D]
+    count = pits.shape[0]
+    half = 0.5 * np.asarray(levels, np.float64)[:, None, None]  # [L, 1, 1]
+    shares = np.mean(np.abs(pits - 0.5)[None] <= half, axis=1)  # [L, D], over N
     edges = np.linspace(0.0, 1.0, bins + 1)
-    histogram = [np.histogram(pits[:, d], bins=edges)[0].tolist() for d in range(pits.shape[1])]
+    crps_per_dim = crps_sum / max(count, 1)
     return {
-        "observations": int(pits.shape[0]),
-        "crps_mean": float(scores.mean()),
-        "crps_per_dim": scores.reshape(-1, scores.shape[-1]).mean(axis=0).tolist(),
-        "pit_histogram": histogram,
+        "observations": int(count),
+        "crps_mean": float(crps_per_dim.mean()),
+        "crps_per_dim": crps_per_dim.tolist(),
+        "pit_histogram": [np.histogram(column, bins=edges)[0].tolist() for column in pits.T],
         "coverage": {f"{level:g}": float(row.mean()) for level, row in zip(levels, shares)},
         "coverage_per_dim": {f"{level:g}": row.tolist() for level, row in zip(levels, shares)},
     }
+
+
+@jax.jit
+def _crps_and_pit(mixture: Mixture, y: jax.Array):
+    return crps(mixture, y), pit(mixture, y)
+
+
+def _flatten(mixture: Mixture, y: jax.Array):
+    """The mixture and `y` broadcast to one batch shape and flattened to `[N]` and `[N, D]`."""
+    y = jnp.asarray(y)
+    batch = batch_shape(mixture)
+    shape = jnp.broadcast_shapes(batch, y.shape[:-1])
+    count = math.prod(shape)
+
+    def flat(leaf):
+        tail = leaf.shape[len(batch) :]
+        return jnp.broadcast_to(leaf, shape + tail).reshape((count,) + tail)
+
+    y = jnp.broadcast_to(y, shape + y.shape[-1:]).reshape(count, y.shape[-1])
+    return jax.tree_util.tree_map(flat, mixture), y

@@ -133,6 +133,27 @@ def test_a_model_is_calibrated_on_its_own_samples(structure):
     assert metrics["crps_mean"] == pytest.approx(float(jnp.mean(mdn.crps(mixture, y))), rel=1e-5)
 
 
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_calibration_metrics_in_chunks_equal_all_at_once(structure):
+    rng = np.random.default_rng(17)
+    params = make_params(structure, (6, 5), 3, 2, rng)  # two batch axes, flattened
+    mixture = build(structure, params)
+    y = rng.normal(0, 2, (6, 5, 2)).astype(np.float32)
+    whole = mdn.calibration_metrics(mixture, y)
+    chunked = mdn.calibration_metrics(mixture, y, rows_per_chunk=7)
+    assert whole["pit_histogram"] == chunked["pit_histogram"]
+    assert whole["coverage_per_dim"] == chunked["coverage_per_dim"]
+    np.testing.assert_allclose(whole["crps_per_dim"], chunked["crps_per_dim"], rtol=1e-6)
+    np.testing.assert_allclose(
+        whole["crps_per_dim"], ref_crps(structure, params, y).reshape(-1, 2).mean(0), rtol=1e-4
+    )
+    expected = np.asarray(mdn.coverage(mixture, y)).mean(axis=1)  # the public function agrees
+    np.testing.assert_allclose(list(whole["coverage"].values()), expected, atol=1e-6)
+    # one mixture row against several observations: the batch axes broadcast
+    one = jax.tree_util.tree_map(lambda a: a[:1, :1], mixture)
+    assert mdn.calibration_metrics(one, y)["observations"] == 30
+
+
 def test_a_too_narrow_model_is_overconfident():
     rng = np.random.default_rng(15)
     params = make_params("joint", (3000,), 2, 1, rng)
@@ -150,6 +171,8 @@ def test_calibration_metrics_rejects_bad_arguments():
         mdn.calibration_metrics(mixture, jnp.zeros((2, 1)), bins=0)
     with pytest.raises(ValueError, match=r"coverage level must lie in \(0, 1\)"):
         mdn.calibration_metrics(mixture, jnp.zeros((2, 1)), levels=(0.5, 1.0))
+    with pytest.raises(ValueError, match="rows_per_chunk must be a positive integer"):
+        mdn.calibration_metrics(mixture, jnp.zeros((2, 1)), rows_per_chunk=0)
 
 
 def test_calibration_chart_draws_the_metrics(tmp_path):
