@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mixture Density Networks in JAX: "
         "learn images as mixtures, watch them learn, render what they learned.",
     )
+    parser.add_argument("--version", action="version", version=f"mdn-jax {_version()}")
     subcommands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -78,9 +79,19 @@ def _add_train(subcommands) -> None:
         "position to colour on one or more images (files or folders).",
     )
     train.add_argument(
-        "inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images"
+        "inputs",
+        nargs="*",  # required unless --config names them: checked in run_train
+        metavar="IMAGE_OR_FOLDER",
+        help="image files or folders of images",
     )
     train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument(
+        "--config",
+        metavar="RUN/config.json",
+        default=None,
+        help="repeat the settings (and, without IMAGE_OR_FOLDER, the images) of an earlier "
+        "run; flags given here override them",
+    )
     train.add_argument(
         "--size",
         type=size,
@@ -219,6 +230,12 @@ def _drop_orbax_closed_loop_noise() -> None:
     sys.unraisablehook = hook
 
 
+def _version() -> str:
+    from mdn_jax._version import version
+
+    return version()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _drop_orbax_closed_loop_noise()
@@ -229,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     from mdn_jax.train import NonFiniteError
 
     try:
+        if getattr(args, "config", None) is not None:
+            from mdn_jax import repeat
+
+            args = repeat.with_config(parser, sys.argv[1:] if argv is None else list(argv), args)
         return args.handler(args)
     except (DataError, CheckpointError, ValueError, OSError) as error:
         if isinstance(error, OSError) and error.strerror:

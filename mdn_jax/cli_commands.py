@@ -120,6 +120,10 @@ def run_demo(args) -> int:
 
 
 def run_train(args) -> int:
+    if not args.inputs:  # the same line argparse gave when IMAGE_OR_FOLDER was nargs="+"
+        raise ValueError(
+            "train: the following arguments are required: IMAGE_OR_FOLDER; see mdn-jax train --help"
+        )
     _start_processes(args)
     from mdn_jax import data
 
@@ -245,8 +249,8 @@ def _benchmarks_dir() -> Path:
         if (candidate / "train_throughput.py").exists():
             return candidate
     raise FileNotFoundError(
-        "benchmarks/ not found next to the installed package; run mdn-jax bench from a "
-        "source checkout of mdn_jax"
+        "the benchmarks are not installed with the package; get a source checkout of mdn_jax "
+        "(its benchmarks/ folder) and run mdn-jax bench inside it"
     )
 
 

@@ -139,11 +139,11 @@ def test_every_activation_name_is_a_function_of_the_model():
 
 
 def test_reference_trunk_is_the_default_everywhere():
-    from mdn_jax import cli, config, reproduce
+    from mdn_jax import cli, config, reproduce_experiments
 
     assert config.REFERENCE_TRUNK == (100, 100, 100, 100, 100, 50)
     assert model.ModelConfig().hidden == config.REFERENCE_TRUNK
-    assert reproduce.REFERENCE_TRUNK == config.REFERENCE_TRUNK
+    assert reproduce_experiments.REFERENCE_TRUNK == config.REFERENCE_TRUNK
     args = cli.build_parser().parse_args(["train", "x.png", "--out", "run"])
     assert args.hidden == config.REFERENCE_TRUNK
 
