@@ -42,21 +42,23 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field")
 SCALE_FLOOR = 1e-3
 
 
-def load_photos(size: int) -> np.ndarray:
-    """The five photos `[5, size, size, 3]` float32 in [0, 1], on the 8-bit grid."""
+def load_photos(size: int, *, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The five photos `[5, size, size, 3]` and the same crops at `scale` times the size
+    (the reference for an upscaled render), float32 in [0, 1], rounded to 8 bits."""
     import skimage.data
     import skimage.transform
 
-    photos = []
+    small, large = [], []
     for name in PHOTOS:
         image = getattr(skimage.data, name)()[..., :3]
         height, width = image.shape[:2]
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         square = image[top : top + side, left : left + side].astype(np.float64) / 255.0
-        small = skimage.transform.resize(square, (size, size), anti_aliasing=True)
-        photos.append(np.round(np.clip(small, 0.0, 1.0) * 255.0) / 255.0)
-    return np.stack(photos).astype(np.float32)
+        for out, pixels in ((small, size), (large, size * scale)):
+            resized = skimage.transform.resize(square, (pixels, pixels), anti_aliasing=True)
+            out.append(np.round(np.clip(resized, 0.0, 1.0) * 255.0) / 255.0)
+    return np.stack(small).astype(np.float32), np.stack(large).astype(np.float32)
 
 
 def init_params(key, *, grid: hg.HashGridConfig, hidden, components, colours, seed: int):
@@ -181,6 +183,69 @@ def scores(params, model, photos: np.ndarray, *, chunk: int = 4096) -> dict:
     }
 
 
+def upscaled_renders(params, model, photos, references, *, chunk: int = 8192) -> dict:
+    """Render at the references' resolution `[n, S*H, S*W, 3]` and compare with the real photo.
+
+    Per photo, `render` takes at every pixel the component mean closest to the real photo there
+    (the coverage render, now between the training pixels: does the model interpolate like an
+    image, or show blocks and untrained grid vertices?) and `bicubic` is the 8-bit training
+    photo upscaled with a cubic spline, the baseline any upscaler should reach. Also returns the
+    mode render (the most probable component's mean) `[S*H, S*W, 3]`.
+    """
+    import skimage.transform
+
+    n, height, width, dims = references.shape
+    positions = mdn_jax.pixel_grid(height, width)
+    targets = references.reshape(n, -1, dims)
+
+    @jax.jit
+    def chunk_render(x, y):  # x [C, 2], y [n, C, D] -> [n, C, D], [C, D]
+        mixture = model(params, x)
+        means = jnp.clip(mdn_jax.component_means(mixture), 0.0, 1.0)  # [C, K, D]
+        errors = jnp.sum(jnp.square(means[None] - y[:, :, None, :]), axis=-1)  # [n, C, K]
+        closest = jnp.take_along_axis(
+            means[None], jnp.argmin(errors, axis=-1)[..., None, None], axis=2
+        )[:, :, 0]
+        return closest, jnp.clip(mdn_jax.most_probable_mean(mixture), 0.0, 1.0)
+
+    pieces = [
+        chunk_render(positions[i : i + chunk], targets[:, i : i + chunk])
+        for i in range(0, height * width, chunk)
+    ]
+    render = np.concatenate([np.asarray(c) for c, _ in pieces], axis=1).reshape(references.shape)
+    mode = np.concatenate([np.asarray(m) for _, m in pieces]).reshape(height, width, dims)
+    bicubic = np.stack(
+        [np.clip(skimage.transform.resize(p, (height, width), order=3), 0, 1) for p in photos]
+    )
+
+    def psnr(a, b):
+        mse = np.mean(np.square(a.astype(np.float64) - b), axis=(1, 2, 3))
+        return (10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))).round(2).tolist()
+
+    return {
+        "render": render,
+        "bicubic": bicubic,
+        "mode": mode,
+        "upscaled_coverage_psnr": psnr(render, references),
+        "bicubic_psnr": psnr(bicubic, references),
+    }
+
+
+def save_renders(folder: str, upscaled: dict, references: np.ndarray) -> None:
+    """Per photo a PNG: bicubic upscale | the model's render | the real photo; and the mode."""
+    import skimage.io
+
+    def save(name, image):
+        pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        skimage.io.imsave(os.path.join(folder, name), pixels, check_contrast=False)
+
+    os.makedirs(folder, exist_ok=True)
+    for i, name in enumerate(PHOTOS):
+        row = [upscaled["bicubic"][i], upscaled["render"][i], references[i]]
+        save(f"{name}_bicubic_render_real.png", np.concatenate(row, axis=1))
+    save("mode.png", upscaled["mode"])
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128, help="photo side in pixels")
@@ -199,23 +264,15 @@ def parse(argv):
     parser.add_argument("--seconds", type=float, default=None, help="wall-time budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-photos", metavar="DIR", help="write the photos as PNGs and stop")
+    parser.add_argument(
+        "--upscale", type=int, default=4, help="also render at this many times the size (0: no)"
+    )
+    parser.add_argument("--render-dir", metavar="DIR", help="save the upscaled renders here")
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
-    env = common.environment()
-    common.emit({"kind": "environment", **env})
-    photos = load_photos(args.size)
-    if args.save_photos:
-        import skimage.io
-
-        os.makedirs(args.save_photos, exist_ok=True)
-        for name, photo in zip(PHOTOS, photos):
-            path = os.path.join(args.save_photos, f"{name}.png")
-            skimage.io.imsave(path, np.round(photo * 255).astype(np.uint8), check_contrast=False)
-        print(f"wrote {len(PHOTOS)} photos to {args.save_photos}")
-        return 0
+def train(args, photos: np.ndarray):
+    """Train on `photos [n, H, W, 3]`; returns params, the model function and a record."""
     start = time.perf_counter()
     xs, ys = mdn_jax.image_pairs(photos)
     grid = hg.HashGridConfig(
@@ -225,10 +282,9 @@ def main(argv=None) -> int:
         coarsest_resolution=args.coarsest,
         finest_resolution=args.finest,
     )
-    dims = ys.shape[-1]
 
     def model(params, x):
-        return apply(params, x, grid=grid, components=args.components, dims=dims)
+        return apply(params, x, grid=grid, components=args.components, dims=ys.shape[-1])
 
     params = init_params(
         jax.random.key(args.seed),
@@ -244,55 +300,84 @@ def main(argv=None) -> int:
     epoch = make_epoch(optimizer, model)
     xs_device, ys_device = jnp.asarray(xs), jnp.asarray(ys)
     rng = np.random.default_rng(args.seed)  # numpy permutation: much faster than jax's on CPU
-    done, loss, epoch_seconds = 0, float("nan"), []
-    while done < args.epochs:
+    loss, epoch_seconds = float("nan"), []
+    while len(epoch_seconds) < args.epochs:
         began = time.perf_counter()
         batches = rng.permutation(len(xs))[: steps * args.batch].reshape(steps, args.batch)
         params, opt_state, loss = epoch(params, opt_state, batches, xs_device, ys_device)
         loss = float(loss)
         epoch_seconds.append(time.perf_counter() - began)
-        done += 1
         if args.seconds is not None and time.perf_counter() - start >= args.seconds:
             break
-    seconds = time.perf_counter() - start
-    result = scores(params, model, photos)
     record = {
-        "kind": "hashgrid_photo_probe",
-        "photos": list(PHOTOS),
-        "size": args.size,
         "grid": grid.to_dict(),
-        "hidden": args.hidden,
-        "components": args.components,
-        "batch": args.batch,
-        "lr": args.lr,
-        "mlp_lr": args.mlp_lr,
-        "schedule": args.schedule,
-        "epochs": done,
-        "train_seconds": round(seconds, 1),
+        "epochs": len(epoch_seconds),
+        "train_seconds": round(time.perf_counter() - start, 1),
         "first_epoch_seconds": round(epoch_seconds[0], 2),  # includes compilation
         "median_epoch_seconds": round(float(np.median(epoch_seconds[1:] or epoch_seconds)), 3),
         "final_train_loss": round(loss, 4),
+    }
+    return params, model, record
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    env = common.environment()
+    common.emit({"kind": "environment", **env})
+    photos, references = load_photos(args.size, scale=max(args.upscale, 1))
+    if args.save_photos:
+        import skimage.io
+
+        os.makedirs(args.save_photos, exist_ok=True)
+        for name, photo in zip(PHOTOS, photos):
+            path = os.path.join(args.save_photos, f"{name}.png")
+            skimage.io.imsave(path, np.round(photo * 255).astype(np.uint8), check_contrast=False)
+        print(f"wrote {len(PHOTOS)} photos to {args.save_photos}")
+        return 0
+    params, model, trained = train(args, photos)
+    result = scores(params, model, photos)
+    settings = ("size", "hidden", "components", "batch", "lr", "mlp_lr", "schedule", "seed")
+    record = {
+        "kind": "hashgrid_photo_probe",
+        "photos": list(PHOTOS),
+        **{name: getattr(args, name) for name in settings},
+        **trained,
         "mean_nll_nats": round(float(np.mean(result["nll_nats"])), 3),
         "mean_bits_per_channel": round(float(np.mean(result["bits_per_channel"])), 3),
         **result,
-        **env,
     }
-    common.emit(record)
+    if args.upscale > 1:
+        upscaled = upscaled_renders(params, model, photos, references)
+        record["upscale"] = args.upscale
+        record["upscaled_coverage_psnr"] = upscaled["upscaled_coverage_psnr"]
+        record["bicubic_psnr"] = upscaled["bicubic_psnr"]
+        if args.render_dir:
+            save_renders(args.render_dir, upscaled, references)
+    common.emit({**record, **env})
+    report(record)
+    return 0
+
+
+def report(record: dict) -> None:
     print()
     print(
-        f"{done} epochs in {seconds:.1f} s (first, with compilation: {epoch_seconds[0]:.1f} s; "
-        f"then {record['median_epoch_seconds']} s each); NLL {record['mean_nll_nats']} "
-        f"nats/pixel, {record['mean_bits_per_channel']} bits/channel on average"
+        f"{record['epochs']} epochs in {record['train_seconds']} s (first, with compilation: "
+        f"{record['first_epoch_seconds']} s; then {record['median_epoch_seconds']} s each); NLL "
+        f"{record['mean_nll_nats']} nats/pixel, {record['mean_bits_per_channel']} bits/channel "
+        "on average"
     )
     print()
-    rows = [
-        [name, *(result[k][i] for k in ("nll_nats", "bits_per_channel", "coverage_psnr"))]
-        + [result["component_psnr"][i]]
-        for i, name in enumerate(PHOTOS)
-    ]
-    headers = ["photo", "NLL nats/pixel", "bits/channel", "coverage PSNR dB", "component PSNR dB"]
-    print(common.markdown_table(headers, rows))
-    return 0
+    columns = {
+        "NLL nats/pixel": "nll_nats",
+        "bits/channel": "bits_per_channel",
+        "coverage PSNR dB": "coverage_psnr",
+        "component PSNR dB": "component_psnr",
+    }
+    if "upscale" in record:
+        columns[f"{record['upscale']}x coverage PSNR dB"] = "upscaled_coverage_psnr"
+        columns[f"{record['upscale']}x bicubic PSNR dB"] = "bicubic_psnr"
+    rows = [[name, *(record[key][i] for key in columns.values())] for i, name in enumerate(PHOTOS)]
+    print(common.markdown_table(["photo", *columns], rows))
 
 
 if __name__ == "__main__":

@@ -16,13 +16,16 @@ Layout and speed: all levels share one table `[L, T, F]`; one call computes ever
 corners of all levels with a single gather, so the gradient is a single scatter-add.
 
 Inputs outside the box are clamped onto it: the encoding continues the boundary's values
-outward (constant along the outward normal) and its gradient with respect to `x` is zero there.
-A model with inputs in any other range maps them first with `to_unit_box` using the training
-inputs' per-feature minimum and maximum (recorded in the model's config like the input
-normalisation, so rendering and resuming map positions the same way). Image positions from
-`mdn_jax.data.pixel_grid` already lie in the unit square; the box of a pixel grid spans the
-pixel centres, so a render at another resolution reads the same continuous function and only
-its outermost half pixel is clamped, like edge padding.
+outward (constant along the outward normal), and its gradient along a clamped axis is zero.
+
+How a model feeds it: after its usual input normalisation `(x - offset) / scale`, the model maps
+the normalised inputs into the box with `to_unit_box(x, low=..., high=...)`, `low` and `high`
+being the normalised training inputs' per-feature minimum and maximum, recorded in the model's
+config beside the normalisation so that rendering and resuming map positions identically. For an
+image the box then spans the training pixels' centres: a render at any other resolution reads
+the same continuous function, and only its positions in the outermost half training pixel fall
+outside and are clamped, like edge padding. Positions that already lie in the unit square (the
+pixel centres of `mdn_jax.data.pixel_grid`) may also go in unchanged, as the photo probe does.
 """
 
 from __future__ import annotations
