@@ -186,17 +186,21 @@ def scores(params, model, photos: np.ndarray, *, chunk: int = 4096) -> dict:
 def upscaled_renders(params, model, photos, references, *, chunk: int = 8192) -> dict:
     """Render at the references' resolution `[n, S*H, S*W, 3]` and compare with the real photo.
 
-    Per photo, `render` takes at every pixel the component mean closest to the real photo there
-    (the coverage render, now between the training pixels: does the model interpolate like an
-    image, or show blocks and untrained grid vertices?) and `bicubic` is the 8-bit training
-    photo upscaled with a cubic spline, the baseline any upscaler should reach. Also returns the
-    mode render (the most probable component's mean) `[S*H, S*W, 3]`.
+    `bicubic` is each 8-bit training photo upscaled with a cubic spline, the baseline any
+    upscaler should reach. `render` takes at every pixel the component mean closest to that
+    bicubic upscale (the coverage render between the training pixels, guided only by the
+    training data, never by the real photo): does the model interpolate like an image, or show
+    blocks and untrained grid vertices? Also returns the mode render (the most probable
+    component's mean) `[S*H, S*W, 3]`, a patchwork of the photos for a multi-photo mixture.
     """
     import skimage.transform
 
     n, height, width, dims = references.shape
     positions = mdn_jax.pixel_grid(height, width)
-    targets = references.reshape(n, -1, dims)
+    bicubic = np.stack(
+        [np.clip(skimage.transform.resize(p, (height, width), order=3), 0, 1) for p in photos]
+    )
+    guides = bicubic.reshape(n, -1, dims).astype(np.float32)
 
     @jax.jit
     def chunk_render(x, y):  # x [C, 2], y [n, C, D] -> [n, C, D], [C, D]
@@ -209,14 +213,11 @@ def upscaled_renders(params, model, photos, references, *, chunk: int = 8192) ->
         return closest, jnp.clip(mdn_jax.most_probable_mean(mixture), 0.0, 1.0)
 
     pieces = [
-        chunk_render(positions[i : i + chunk], targets[:, i : i + chunk])
+        chunk_render(positions[i : i + chunk], guides[:, i : i + chunk])
         for i in range(0, height * width, chunk)
     ]
     render = np.concatenate([np.asarray(c) for c, _ in pieces], axis=1).reshape(references.shape)
     mode = np.concatenate([np.asarray(m) for _, m in pieces]).reshape(height, width, dims)
-    bicubic = np.stack(
-        [np.clip(skimage.transform.resize(p, (height, width), order=3), 0, 1) for p in photos]
-    )
 
     def psnr(a, b):
         mse = np.mean(np.square(a.astype(np.float64) - b), axis=(1, 2, 3))
