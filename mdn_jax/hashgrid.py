@@ -121,6 +121,11 @@ def validate(config: HashGridConfig) -> None:
     integer("log2_table_size", config.log2_table_size, 1, MAX_LOG2_TABLE_SIZE)
     integer("coarsest_resolution", config.coarsest_resolution, 1)
     integer("finest_resolution", config.finest_resolution, config.coarsest_resolution)
+    if config.levels * 2**config.log2_table_size > 2**31:
+        raise ValueError(
+            f"hash grid of {config.levels} levels x 2^{config.log2_table_size} rows exceeds 2^31 "
+            "rows in all (row indices are 32-bit); use fewer levels or a smaller table"
+        )
     if config.levels == 1 and config.finest_resolution != config.coarsest_resolution:
         raise ValueError(
             "a hash grid with one level has one resolution; set finest_resolution equal to "

@@ -333,6 +333,12 @@ def test_config_rejects_bad_values_in_one_line(field, value, message):
     assert "\n" not in str(error.value)
 
 
+def test_all_levels_together_stay_within_32_bit_row_indices():
+    hg.HashGridConfig(levels=128, log2_table_size=24)  # 2^31 rows: the largest allowed
+    with pytest.raises(ValueError, match="exceeds 2\\^31 rows"):
+        hg.HashGridConfig(levels=129, log2_table_size=24)
+
+
 def test_one_level_needs_one_resolution():
     with pytest.raises(ValueError, match="one level has one resolution"):
         hg.HashGridConfig(levels=1, coarsest_resolution=16, finest_resolution=32)
