@@ -14,7 +14,10 @@ variant under test differs between contenders:
   mse            the same trunk with a 3-output head and squared error (the head's cost)
 
 Contenders alternate (A B C ... A B C), compilation is excluded, figures are medians; the ratio
-is each contender over `softplus`. Prints JSON lines, then a markdown table.
+is each contender over `softplus`. Then, per structure (joint, per_dim, full; K=10, D=3, batch
+4096), the mixture NLL's value and gradient alone: autodiff of mdn_jax's `nll` on the mixture
+built from the same log-scale / log-Cholesky outputs, against `mdn_jax.fastgrad`'s closed form.
+Prints JSON lines, then markdown tables.
 
     python benchmarks/step_leads.py                             # batch 200 and 4096, 3 repeats
     python benchmarks/step_leads.py --batch 200 --steps 10 --repeats 1     # smoke test
@@ -36,6 +39,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+import mdn_jax as mdn  # noqa: E402
 from mdn_jax import data, fastgrad  # noqa: E402
 
 TRUNK = (100, 100, 100, 100, 100, 50)
@@ -157,6 +161,73 @@ def contender(name, xs, ys, *, batch_size, steps, seed=0):
     return run
 
 
+def likelihood_inputs(structure, batch, key):
+    """Head outputs of `structure` (K=10, D=3) for `batch` samples, and targets."""
+    k, d = COMPONENTS, DIMS
+    keys = jax.random.split(key, 5)
+    y = jax.random.normal(keys[4], (batch, d))
+    if structure == "per_dim":
+        shape = (batch, d, k)
+        return fastgrad.PerDimHead(*(jax.random.normal(key, shape) for key in keys[:3])), y
+    logits = jax.random.normal(keys[0], (batch, k))
+    means = jax.random.normal(keys[1], (batch, k, d))
+    log_scales = 0.3 * jax.random.normal(keys[2], (batch, k, d))
+    if structure == "joint":
+        return fastgrad.JointHead(logits, means, log_scales), y
+    lower = 0.1 * jax.random.normal(keys[3], (batch, k, d, d))
+    return fastgrad.FullHead(logits, means, log_scales, lower), y
+
+
+def as_mixture(head):
+    """The same distribution as an mdn_jax mixture (scales exponentiated, L assembled)."""
+    if isinstance(head, fastgrad.FullHead):
+        eye = jnp.eye(head.means.shape[-1])
+        tril = jnp.tril(head.lower, -1) + jnp.exp(head.log_diag)[..., None] * eye
+        return mdn.FullMixture(head.logits, head.means, tril)
+    build = mdn.JointMixture if isinstance(head, fastgrad.JointHead) else mdn.PerDimMixture
+    return build(head.logits, head.means, jnp.exp(head.log_scales))
+
+
+def likelihood_leads(repeats: int, env: dict, *, batch: int = 4096) -> list[list]:
+    """Closed-form VJP against autodiff of the mixture NLL alone, per structure; table rows."""
+    losses = {
+        "autodiff": lambda head, y: mdn.nll(as_mixture(head), y),
+        "closed-form": fastgrad.nll,
+    }
+    rows = []
+    for structure in ("joint", "per_dim", "full"):
+        head, y = likelihood_inputs(structure, batch, jax.random.key(len(structure)))
+        calls = {}
+        for name, loss in losses.items():
+            function = jax.jit(jax.value_and_grad(loss))
+            calls[name] = functools.partial(lambda f: jax.block_until_ready(f(head, y)), function)
+            calls[name]()  # compile
+        times = common.alternate(calls, repeats=repeats)
+        speed = {name: batch / common.median(t) for name, t in times.items()}
+        ratio = speed["closed-form"] / speed["autodiff"]
+        common.emit(
+            {
+                "kind": "likelihood-lead",
+                "structure": structure,
+                "batch_size": batch,
+                "autodiff_per_second": round(speed["autodiff"]),
+                "closed_form_per_second": round(speed["closed-form"]),
+                "ratio_closed_form_over_autodiff": round(ratio, 3),
+                "repeats": repeats,
+                **env,
+            }
+        )
+        rows.append(
+            [
+                structure,
+                f"{speed['autodiff'] / 1e6:.2f}M",
+                f"{speed['closed-form'] / 1e6:.2f}M",
+                f"{ratio:.2f}x",
+            ]
+        )
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", default="200,4096", help="comma-separated batch sizes")
@@ -202,6 +273,11 @@ def main(argv=None) -> int:
     )
     print()
     print(common.markdown_table(["batch", "variant", "samples/s", "vs softplus"], rows))
+    rows = likelihood_leads(max(args.repeats, 3) * 3, env)
+    print()
+    print("Mixture NLL value + gradient alone, K=10, D=3, batch 4096 (samples/s)")
+    print()
+    print(common.markdown_table(["structure", "autodiff", "closed form", "ratio"], rows))
     return 0
 
 
