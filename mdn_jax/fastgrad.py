@@ -22,19 +22,25 @@ Gradients, each divided by the batch size N (the loss is a mean), with z = (y - 
   d/dlog_diag_i = r (1 - v_i u_i L_ii).  (With L diagonal, u = z and v = z / sigma.)
   every structure: d/dy = -sum over components of d/dmu.
 
-The discretised (8-bit bin) loss has no closed form here: its per-component bin mass needs
-d log(Phi(b) - Phi(a)), whose ratio (phi(a) - phi(b)) / P cancels catastrophically for bins
-narrow against the scale, where the loss switches to a series; the series' own derivative would
-be needed, and the erfc evaluations that dominate that loss stay either way.
+The discretised (8-bit bin) loss, `discretised_nll`: for `full` it is the density times the bin
+volume, so `full_nll` minus a constant, closed form throughout. For joint and per_dim only the
+mixture combination is closed form (`mixture_nll`: d/dlogits = w - r, d/dlog P_k = -r); the
+per-component bin masses log(Phi(b) - Phi(a)) keep autodiff, because their closed form
+(phi(a) - phi(b)) / P cancels catastrophically for bins narrow against the scale, where
+`mdn_jax.discretised` switches to a series whose own derivative would be needed, and the
+`log_ndtr` evaluations that dominate that loss's cost stay either way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from mdn_jax.discretised import EIGHT_BIT, log_bin_mass
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 _UNROLLED_SOLVE_MAX_D = 8  # above this, LAPACK's triangular solve beats D unrolled steps
@@ -74,27 +80,31 @@ def nll(head: Head, y: jax.Array) -> jax.Array:
     `y` and the head share their batch axes `...` (no broadcasting: the backward pass divides by
     their size).
     """
-    loss = _loss_for(head)
+    return _losses_for(head, y)[0](*head, y)
+
+
+def discretised_nll(
+    head: Head, y: jax.Array, *, bin_width: float = EIGHT_BIT, low: float = 0.0, high: float = 1.0
+) -> jax.Array:
+    """Mean discretised NLL of the bins of `y [..., D]` (as `mdn_jax.discretised`), a scalar."""
+    bins = dict(bin_width=bin_width, low=low, high=high)
+    return _losses_for(head, y)[1](*head, y, **bins)
+
+
+def _losses_for(head: Head, y: jax.Array):
+    """`(nll, discretised_nll)` for the head's structure (the one structure dispatch)."""
+    losses = next((pair for kind, pair in _LOSSES.items() if isinstance(head, kind)), None)
+    if losses is None:
+        raise TypeError(
+            f"expected a JointHead, PerDimHead or FullHead, got {type(head).__name__}; "
+            "build one from the head's outputs"
+        )
     if jnp.shape(y)[:-1] != jnp.shape(head.means)[:-2]:
         raise ValueError(
             f"y has batch axes {jnp.shape(y)[:-1]} but the head {jnp.shape(head.means)[:-2]}; "
             "broadcast them to one shape first"
         )
-    return loss(*head, y)
-
-
-def _loss_for(head: Head):
-    """The closed-form-gradient loss for the head's structure (the one structure dispatch)."""
-    if isinstance(head, JointHead):
-        return joint_nll
-    if isinstance(head, PerDimHead):
-        return per_dim_nll
-    if isinstance(head, FullHead):
-        return full_nll
-    raise TypeError(
-        f"expected a JointHead, PerDimHead or FullHead, got {type(head).__name__}; "
-        "build one from the head's outputs"
-    )
+    return losses
 
 
 def _batch_size(shape) -> int:
@@ -252,3 +262,55 @@ def _full_backward(residuals, g):
 
 
 full_nll.defvjp(_full_forward, _full_backward)
+
+
+# ---------------------------------------------------------------------------------------------
+# The discretised loss: closed-form mixture combination over autodiffed bin masses.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def mixture_nll(logits, component_log_probs, summed_axes):
+    """-sum of logsumexp_K(log_softmax(logits) + component_log_probs) / N, a scalar.
+
+    logits and component_log_probs `[..., K]`; the last `summed_axes` axes of `...` are summed
+    (independent dimensions, per_dim's D), the rest averaged (N is their size).
+    """
+    return _mixture_forward(logits, component_log_probs, summed_axes)[0]
+
+
+def _mixture_forward(logits, component_log_probs, summed_axes):
+    log_w = jax.nn.log_softmax(logits, axis=-1)
+    log_lik, r = _responsibilities(log_w, component_log_probs)
+    size = _batch_size(log_lik.shape[: log_lik.ndim - summed_axes])
+    return -jnp.sum(log_lik) / size, (jnp.exp(log_w), r)
+
+
+def _mixture_backward(summed_axes, residuals, g):
+    weights, r = residuals
+    c = g / _batch_size(r.shape[: r.ndim - 1 - summed_axes])
+    return c * (weights - r), -c * r
+
+
+mixture_nll.defvjp(_mixture_forward, _mixture_backward)
+
+
+def _joint_discretised(logits, means, log_scales, y, **bins):
+    masses = log_bin_mass(y[..., None, :], means, jnp.exp(log_scales), **bins)  # [..., K, D]
+    return mixture_nll(logits, jnp.sum(masses, axis=-1), 0)  # over D
+
+
+def _per_dim_discretised(logits, means, log_scales, y, **bins):
+    masses = log_bin_mass(y[..., :, None], means, jnp.exp(log_scales), **bins)  # [..., D, K]
+    return mixture_nll(logits, masses, 1)  # D summed, batch averaged
+
+
+def _full_discretised(logits, means, log_diag, lower, y, *, bin_width, **_):
+    """Density times bin volume, as `mdn_jax.discretised` does for full mixtures."""
+    return full_nll(logits, means, log_diag, lower, y) - y.shape[-1] * math.log(bin_width)
+
+
+_LOSSES = {  # structure: (nll, discretised nll)
+    JointHead: (joint_nll, _joint_discretised),
+    PerDimHead: (per_dim_nll, _per_dim_discretised),
+    FullHead: (full_nll, _full_discretised),
+}
