@@ -15,8 +15,9 @@ variant under test differs between contenders:
 
 Contenders alternate (A B C ... A B C), compilation is excluded, figures are medians; the ratio
 is each contender over `softplus`. Then, per structure (joint, per_dim, full; K=10, D=3, batch
-4096), the mixture NLL's value and gradient alone: autodiff of mdn_jax's `nll` on the mixture
-built from the same log-scale / log-Cholesky outputs, against `mdn_jax.fastgrad`'s closed form.
+4096), the mixture NLL's value and gradient alone (both losses, nll and discretised): autodiff of
+mdn_jax's `nll` / `discretised_log_prob` on the mixture built from the same log-scale /
+log-Cholesky outputs, against `mdn_jax.fastgrad`'s closed forms.
 Prints JSON lines, then markdown tables.
 
     python benchmarks/step_leads.py                             # batch 200 and 4096, 3 repeats
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import math
 import os
 import sys
@@ -191,14 +193,21 @@ def as_mixture(head):
 def likelihood_leads(repeats: int, env: dict, *, batch: int = 4096) -> list[list]:
     """Closed-form VJP against autodiff of the mixture NLL alone, per structure; table rows."""
     losses = {
-        "autodiff": lambda head, y: mdn.nll(as_mixture(head), y),
-        "closed-form": fastgrad.nll,
+        "nll": {
+            "autodiff": lambda head, y: mdn.nll(as_mixture(head), y),
+            "closed-form": fastgrad.nll,
+        },
+        "discretised": {
+            "autodiff": lambda head, y: -jnp.mean(mdn.discretised_log_prob(as_mixture(head), y)),
+            "closed-form": fastgrad.discretised_nll,
+        },
     }
     rows = []
-    for structure in ("joint", "per_dim", "full"):
+    for structure, loss_name in itertools.product(("joint", "per_dim", "full"), losses):
         head, y = likelihood_inputs(structure, batch, jax.random.key(len(structure)))
+        y = jnp.clip(jnp.round((0.5 + 0.2 * y) * 255.0) / 255.0, 0.0, 1.0)  # 8-bit targets
         calls = {}
-        for name, loss in losses.items():
+        for name, loss in losses[loss_name].items():
             function = jax.jit(jax.value_and_grad(loss))
             calls[name] = functools.partial(lambda f: jax.block_until_ready(f(head, y)), function)
             calls[name]()  # compile
@@ -209,6 +218,7 @@ def likelihood_leads(repeats: int, env: dict, *, batch: int = 4096) -> list[list
             {
                 "kind": "likelihood-lead",
                 "structure": structure,
+                "loss": loss_name,
                 "batch_size": batch,
                 "autodiff_per_second": round(speed["autodiff"]),
                 "closed_form_per_second": round(speed["closed-form"]),
@@ -220,6 +230,7 @@ def likelihood_leads(repeats: int, env: dict, *, batch: int = 4096) -> list[list
         rows.append(
             [
                 structure,
+                loss_name,
                 f"{speed['autodiff'] / 1e6:.2f}M",
                 f"{speed['closed-form'] / 1e6:.2f}M",
                 f"{ratio:.2f}x",
@@ -275,9 +286,9 @@ def main(argv=None) -> int:
     print(common.markdown_table(["batch", "variant", "samples/s", "vs softplus"], rows))
     rows = likelihood_leads(max(args.repeats, 3) * 3, env)
     print()
-    print("Mixture NLL value + gradient alone, K=10, D=3, batch 4096 (samples/s)")
+    print("Mixture loss value + gradient alone, K=10, D=3, batch 4096 (samples/s)")
     print()
-    print(common.markdown_table(["structure", "autodiff", "closed form", "ratio"], rows))
+    print(common.markdown_table(["structure", "loss", "autodiff", "closed form", "ratio"], rows))
     return 0
 
 
