@@ -189,46 +189,24 @@ per_dim_nll.defvjp(_per_dim_forward, _per_dim_backward)
 # Full covariance, in terms of the Cholesky factor L = diag(exp(log_diag)) + strict_lower.
 
 
-def _solve_lower(inv_diag, lower, b):
-    """x with L x = b: inv_diag `[..., D]` (1 / L_ii), lower `[..., D, D]`, b `[..., D]`."""
+def _solve(inv_diag, lower, b, *, transpose=False):
+    """x with L x = b (or L^T x = b): inv_diag `[..., D]` (1 / L_ii), lower `[..., D, D]` (its
+    strict lower triangle is read), b `[..., D]`; returns `[..., D]`."""
     d = b.shape[-1]
     if d > _UNROLLED_SOLVE_MAX_D:
-        tril = _assemble(inv_diag, lower)
-        return jax.lax.linalg.triangular_solve(tril, b[..., None], left_side=True, lower=True)[
-            ..., 0
-        ]
-    # D small steps, each vectorised over every batch axis (a batched LAPACK call per tiny
-    # matrix is far slower on CPU; see mdn_jax.mixture).
-    solved = []
-    for i in range(d):
-        partial = b[..., i]
-        for j in range(i):
-            partial = partial - lower[..., i, j] * solved[j]
-        solved.append(partial * inv_diag[..., i])
-    return jnp.stack(solved, axis=-1)
-
-
-def _solve_lower_transposed(inv_diag, lower, b):
-    """x with L^T x = b (back substitution); arguments as in `_solve_lower`."""
-    d = b.shape[-1]
-    if d > _UNROLLED_SOLVE_MAX_D:
-        tril = _assemble(inv_diag, lower)
+        tril = jnp.tril(lower, -1) + (1.0 / inv_diag)[..., None] * jnp.eye(d, dtype=lower.dtype)
         return jax.lax.linalg.triangular_solve(
-            tril, b[..., None], left_side=True, lower=True, transpose_a=True
+            tril, b[..., None], left_side=True, lower=True, transpose_a=transpose
         )[..., 0]
-    solved = [None] * d
-    for i in reversed(range(d)):
+    # D small substitution steps, each vectorised over every batch axis (a batched LAPACK call
+    # per tiny matrix is far slower on CPU; see mdn_jax.mixture).
+    solved = {}
+    for i in reversed(range(d)) if transpose else range(d):
         partial = b[..., i]
-        for j in range(i + 1, d):
-            partial = partial - lower[..., j, i] * solved[j]
+        for j, x_j in solved.items():  # j > i (L^T) or j < i (L): the entries solved so far
+            partial = partial - (lower[..., j, i] if transpose else lower[..., i, j]) * x_j
         solved[i] = partial * inv_diag[..., i]
-    return jnp.stack(solved, axis=-1)
-
-
-def _assemble(inv_diag, lower):
-    """The dense factor L `[..., D, D]` from 1 / diagonal and the strict lower part."""
-    d = inv_diag.shape[-1]
-    return jnp.tril(lower, -1) + (1.0 / inv_diag)[..., None] * jnp.eye(d, dtype=lower.dtype)
+    return jnp.stack([solved[i] for i in range(d)], axis=-1)
 
 
 @jax.custom_vjp
@@ -241,7 +219,7 @@ def full_nll(logits, means, log_diag, lower, y):
 def _full_forward(logits, means, log_diag, lower, y):
     log_w = jax.nn.log_softmax(logits, axis=-1)  # [..., K]
     inv_diag = jnp.exp(-log_diag)  # [..., K, D]
-    white = _solve_lower(inv_diag, lower, y[..., None, :] - means)  # u = L^-1 (y - mu)
+    white = _solve(inv_diag, lower, y[..., None, :] - means)  # u = L^-1 (y - mu)
     log_n = -0.5 * jnp.sum(jnp.square(white), axis=-1) - jnp.sum(log_diag, axis=-1)  # over D
     log_n = log_n - means.shape[-1] * _HALF_LOG_TWO_PI  # [..., K]
     log_lik, r = _responsibilities(log_w, log_n)
@@ -252,7 +230,7 @@ def _full_forward(logits, means, log_diag, lower, y):
 def _full_backward(residuals, g):
     weights, r, white, inv_diag, diag, lower = residuals
     c = g / _batch_size(r.shape[:-1])
-    v = _solve_lower_transposed(inv_diag, lower, white)  # L^-T u: [..., K, D]
+    v = _solve(inv_diag, lower, white, transpose=True)  # L^-T u: [..., K, D]
     cr = c * r[..., None]  # [..., K, 1]
     d_means = -cr * v
     d_lower = jnp.tril(d_means[..., :, None] * white[..., None, :], -1)  # -r v_i u_j, i > j
