@@ -312,3 +312,17 @@ def test_discretised_under_vmap_matches_autodiff(structure):
             sliced = tuple(p[i] for p in params)
             expected = value_and_grads(reference_discretised, structure, sliced, y[i])
             assert_close((value[i], [g[i] for g in grads]), expected)
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+def test_discretised_float32_extremes_are_finite(structure):
+    rng = np.random.default_rng(13)
+    extreme = ("logits", "scales", "targets")
+    params, y = make_discretised_inputs(structure, (8,), 4, 3, rng, extreme=extreme)
+    if structure == "full":  # as in test_float32_extremes_are_finite: the value itself overflows
+        params = params[:3] + (np.zeros_like(params[3]),)
+    params = tuple(np.asarray(p, np.float32) for p in params)
+    value, grads = value_and_grads(fast_discretised, structure, params, np.asarray(y, np.float32))
+    assert np.isfinite(value)
+    for grad in grads:
+        assert np.all(np.isfinite(np.asarray(grad)))
