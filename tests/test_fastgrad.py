@@ -9,6 +9,7 @@ every mean).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -95,11 +96,15 @@ def fast_nll(structure, *arguments):
 
 def value_and_grads(loss, structure, params, y):
     """(value, gradient with respect to every head output and y), jitted."""
-    argnums = tuple(range(len(params) + 1))
-    function = jax.jit(
-        jax.value_and_grad(lambda *a: loss(structure, *a), argnums=argnums),
-    )
+    function = _compiled_value_and_grads(loss, structure, len(params) + 1)
     return function(*map(jnp.asarray, params), jnp.asarray(y))
+
+
+@functools.cache
+def _compiled_value_and_grads(loss, structure, arity):
+    """One jitted function per (loss, structure), so that repeated shapes reuse compilation."""
+    argnums = tuple(range(arity))
+    return jax.jit(jax.value_and_grad(functools.partial(loss, structure), argnums=argnums))
 
 
 def assert_close(actual, expected, *, rtol=1e-9, atol_fraction=None):
