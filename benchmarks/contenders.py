@@ -26,6 +26,12 @@ import numpy as np
 HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
+def epoch_order(rng, n: int, steps: int, batch_size: int) -> np.ndarray:
+    """A fresh permutation as `[steps, batch_size]` indices, wrapping around past `n` so every
+    contender trains exactly `steps * batch_size` samples per timed call (as mdn_jax does)."""
+    return np.resize(rng.permutation(n), steps * batch_size).reshape(steps, batch_size)
+
+
 # ---------------------------------------------------------------------------------------------
 # The hand-written JAX MDN (~80 lines, what the issue's "hand-written scan" row measures).
 
@@ -91,7 +97,7 @@ def handwritten_scan(xs, ys, *, hidden, batch_size, steps, seed=0):
     holder = {"state": state}
 
     def run():
-        order = rng.permutation(xs.shape[0])[: steps * batch_size].reshape(steps, batch_size)
+        order = epoch_order(rng, xs.shape[0], steps, batch_size)
         params, opt_state, losses = epoch(*holder["state"], xs_device, ys_device, order)
         holder["state"] = (params, opt_state)
         losses.block_until_ready()
@@ -106,7 +112,7 @@ def handwritten_loop(xs, ys, *, hidden, batch_size, steps, seed=0):
     holder = {"state": state}
 
     def run():
-        order = rng.permutation(xs.shape[0])[: steps * batch_size].reshape(steps, batch_size)
+        order = epoch_order(rng, xs.shape[0], steps, batch_size)
         params, opt_state = holder["state"]
         for idx in order:
             params, opt_state, loss = step(params, opt_state, xs[idx], ys[idx])
@@ -130,7 +136,8 @@ def handwritten_render(*, hidden, size, components=10, dims=3, tile=4096, seed=0
 
     @jax.jit
     def render(params):
-        ids = jnp.arange(size * size).reshape(-1, tile)
+        tiles = -(-size * size // tile)  # the last tile is padded past the image, then cut
+        ids = jnp.minimum(jnp.arange(tiles * tile), size * size - 1).reshape(tiles, tile)
         centres = lambda i: (i + 0.5) / size * 2.0 - 1.0  # pixel centres in [-1, 1]
 
         def one_tile(pixel_ids):
@@ -139,7 +146,7 @@ def handwritten_render(*, hidden, size, components=10, dims=3, tile=4096, seed=0
             best = jnp.argmax(logits, -1)
             return jnp.take_along_axis(means, best[:, None, None], axis=1)[:, 0]
 
-        return jax.lax.map(one_tile, ids).reshape(size, size, dims)
+        return jax.lax.map(one_tile, ids).reshape(-1, dims)[: size * size].reshape(size, size, dims)
 
     return lambda: np.asarray(render(params))
 
@@ -180,7 +187,8 @@ def keras_model(*, hidden, components=10, dims=3, seed=0):
 def keras_fit(xs, ys, *, hidden, batch_size, steps, seed=0):
     """One call: `model.fit` for one epoch of `steps` batches (Keras shuffles every epoch)."""
     model = keras_model(hidden=hidden, dims=ys.shape[1], seed=seed)
-    x, y = xs[: steps * batch_size], ys[: steps * batch_size]
+    rows = np.resize(np.arange(xs.shape[0]), steps * batch_size)  # exactly `steps` full batches
+    x, y = xs[rows], ys[rows]
     return lambda: model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=True, verbose=0)
 
 
