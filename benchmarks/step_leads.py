@@ -159,6 +159,7 @@ def contender(name, xs, ys, *, batch_size, steps, seed=0):
         losses.block_until_ready()
         if not np.isfinite(float(losses[-1])):
             raise FloatingPointError(f"{name}: non-finite loss; the comparison is void")
+        run.last_epoch_loss = float(jnp.mean(losses))  # fit after equal epochs, same seed
 
     return run
 
@@ -273,17 +274,21 @@ def main(argv=None) -> int:
                     "steps_timed": steps,
                     "repeats": args.repeats,
                     "compile_seconds": round(compile_seconds[name], 2),
+                    "last_epoch_mean_loss": round(runs[name].last_epoch_loss, 4),
                     **env,
                 }
             )
-            rows.append([batch_size, name, f"{value / 1e3:.0f}k", f"{ratio:.2f}x"])
+            loss = f"{runs[name].last_epoch_loss:.3f}"
+            rows.append([batch_size, name, f"{value / 1e3:.0f}k", f"{ratio:.2f}x", loss])
     print()
     print(
         f"Training step variants on {env['device']} (JAX {env['jax']}); median of "
-        f"{args.repeats}; ratio = variant / softplus (>1: faster than mdn_jax's head today)"
+        f"{args.repeats}; ratio = variant / softplus (>1: faster than mdn_jax's head today); "
+        "loss: mean training loss of each variant's last epoch (all ran equally many)"
     )
     print()
-    print(common.markdown_table(["batch", "variant", "samples/s", "vs softplus"], rows))
+    headers = ["batch", "variant", "samples/s", "vs softplus", "last-epoch loss"]
+    print(common.markdown_table(headers, rows))
     rows = likelihood_leads(max(args.repeats, 3) * 3, env)
     print()
     print("Mixture loss value + gradient alone, K=10, D=3, batch 4096 (samples/s)")
