@@ -9,7 +9,10 @@ elementwise ops. Values and gradients equal autodiff of the plain log-space form
 
 The inputs are the parametrisation a fast head emits: scales as LOG-scales (a log-scale head
 needs no softplus and no extra log), and for `full` the Cholesky factor as its log-diagonal plus
-its strict lower part. Shapes: `...` batch axes, K components, D output dimensions.
+its strict lower part. A scale floor is the head's business, applied before these functions
+(for example `log_scales = logaddexp(raw, log(floor))`, i.e. scales = exp(raw) + floor).
+Reverse mode only (`custom_vjp`): `jax.grad` and `jax.vjp` work, `jax.jvp`/`jacfwd` do not.
+Shapes: `...` batch axes, K components, D output dimensions.
 
 - `JointHead`:  logits `[..., K]`, means and log_scales `[..., K, D]`.
 - `PerDimHead`: logits, means and log_scales `[..., D, K]`.
