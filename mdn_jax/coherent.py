@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from mdn_jax import mixture as mx
+from mdn_jax import structures
+from mdn_jax.structures.shared import inverse_cdf_one_hot
 
 
 def coherent_sample(
@@ -65,42 +67,9 @@ def coherent_draw(
     batch_axes = len(mx.batch_shape(mixture))
     uniform = uniform.reshape(uniform.shape + (1,) * batch_axes)  # [S..., 1...]
     normal = normal.reshape(normal.shape[:-1] + (1,) * batch_axes + normal.shape[-1:])
-    if isinstance(mixture, mx.PerDimMixture):
-        # weights [..., D, K]; the same u picks a component in each dimension
-        one_hot = inverse_cdf_one_hot(mixture.logits, uniform[..., None], temperature=temperature)
-        loc = jnp.sum(one_hot * mixture.means, axis=-1)  # [S..., ..., D]
-        scale = jnp.sum(one_hot * mixture.scales, axis=-1)
-        return loc + sigma_temperature * scale * normal
-    one_hot = inverse_cdf_one_hot(mixture.logits, uniform, temperature=temperature)
-    loc = jnp.einsum("...k,...kd->...d", one_hot, mixture.means)  # [S..., ..., D]
-    if isinstance(mixture, mx.JointMixture):
-        scale = jnp.einsum("...k,...kd->...d", one_hot, mixture.scales)
-        return loc + sigma_temperature * scale * normal
-    if isinstance(mixture, mx.FullMixture):
-        tril = jnp.einsum("...k,...kij->...ij", one_hot, mixture.scale_tril)
-        return loc + sigma_temperature * jnp.einsum("...ij,...j->...i", tril, normal)
-    raise TypeError(
-        f"expected a mixture from mdn_jax.joint/per_dim/full, got {type(mixture).__name__}"
+    return structures.of(mixture).coherent_draw(
+        mixture, uniform, normal, temperature=temperature, sigma_temperature=sigma_temperature
     )
 
 
-def inverse_cdf_one_hot(
-    logits: jax.Array, uniform: jax.Array, *, temperature: float | jax.Array = 1.0
-) -> jax.Array:
-    """One-hot `[..., K]` of the component the inverse CDF of the tempered weights picks at u.
-
-    logits `[..., K]`, uniform broadcastable to `[...]`. The weights are
-    `softmax(logits / temperature)` (at temperature 0: all weight on the heaviest component),
-    accumulated in the fixed order 0..K-1; component k is chosen when
-    `cdf[k-1] <= u * cdf[K-1] < cdf[k]`. Scaling u by the total makes float rounding of the
-    sum harmless and means a component of weight exactly 0 is never chosen.
-    """
-    count = logits.shape[-1]
-    positive = temperature > 0
-    safe = jnp.where(positive, temperature, 1.0)
-    heaviest = jax.nn.one_hot(jnp.argmax(logits, axis=-1), count, dtype=logits.dtype)
-    weights = jnp.where(positive, jax.nn.softmax(logits / safe, axis=-1), heaviest)
-    cdf = jnp.cumsum(weights, axis=-1)  # over K, in component order
-    target = jnp.asarray(uniform)[..., None] * cdf[..., -1:]
-    index = jnp.sum(cdf <= target, axis=-1)  # components wholly below u: [...]
-    return jax.nn.one_hot(jnp.minimum(index, count - 1), count, dtype=logits.dtype)
+__all__ = ["coherent_draw", "coherent_sample", "inverse_cdf_one_hot"]
