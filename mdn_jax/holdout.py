@@ -40,3 +40,12 @@ def split(count: int, *, fraction: float, seed: int = 0) -> tuple[np.ndarray, np
         )
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[held:]).astype(np.int64), np.sort(order[:held]).astype(np.int64)
+
+
+def split_pairs(xs: np.ndarray, ys: np.ndarray, *, fraction: float, seed: int = 0):
+    """`(xs, ys, held_out)`: the training pairs `xs [N, 2]`, `ys [N, 3]` without the held-out
+    share, and `held_out = (xs, ys)` of the held-out rows (None when `fraction` is 0)."""
+    if check_fraction(fraction) == 0.0:
+        return xs, ys, None
+    train, held = split(len(xs), fraction=fraction, seed=seed)
+    return xs[train], ys[train], (xs[held], ys[held])

@@ -1,5 +1,6 @@
 """A run folder's files: clearing what a killed run left, and what a finished run writes
-(final renders, montage, loss curve, metrics).
+(montage, final mode render, the labelled pictures of `mdn_jax.run_pictures`, metrics, and
+with a held-out share its calibration).
 
 See `mdn_jax.runs` for the folder's layout. Every file is written under a temporary name and
 renamed into place (`mdn_jax.media.atomic_write`).
@@ -14,12 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from mdn_jax import calibration, media, metrics
 from mdn_jax import checkpoint as ckpt
-from mdn_jax import media, metrics
 from mdn_jax import model as mdl
 from mdn_jax import render as rd
+from mdn_jax import run_pictures as rp
+from mdn_jax import train as tr
 
 if TYPE_CHECKING:
     from mdn_jax.runs import RunOptions
@@ -66,19 +70,13 @@ def finish(
     seconds: float,
     interrupted: bool = False,
     devices: int = 1,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Write the final renders, the montage GIF, the loss curve and metrics.json."""
-    _write_renders(out, images.shape[1:3], graphdef, params, model_config, options)
-    media.save_png(
-        out / "loss.png",
-        media.line_chart(
-            {
-                "training NLL (nats/pixel)": [
-                    np.nan if h["loss"] is None else h["loss"] for h in history
-                ]
-            },
-            title="training loss",
-        ),
+    """Write the montage, final_mode.png, the labelled pictures (reconstructions, components,
+    samples, uncertainty, loss), metrics.json and, with `held_out = (xs, ys)`, calibration."""
+    _write_renders(out, images.shape[1:3], graphdef, params)
+    rp.write_run_pictures(
+        out, graphdef, params, images, history, key=jax.random.key(0), num_samples=options.samples
     )
     scores = metrics.image_scores(graphdef, params, images)
     steady = [h["samples_per_second"] for h in history[1:]] or [
@@ -94,14 +92,37 @@ def finish(
         "device": device_name(),
         "devices": devices,
         "versions": versions(),
-        "history": history,
     }
+    if held_out is not None:
+        values.update(_held_out_scores(out, graphdef, params, *held_out))
+    values["history"] = history
     write_json(out / "metrics.json", values)
     return values
 
 
-def _write_renders(out: Path, size, graphdef, params, model_config, options) -> None:
-    """montage.gif from the frames, and the mode, component, sample and uncertainty renders."""
+def _held_out_scores(out: Path, graphdef, params, xs, ys) -> dict:
+    """`held_out_nll` and `calibration` (`mdn_jax.calibration_metrics`) of the held-out pixels
+    `xs [M, 2]`, `ys [M, 3]`; writes calibration.png."""
+    chunk = 65536
+    parts = [
+        _mixture(graphdef, params, xs[start : start + chunk]) for start in range(0, len(xs), chunk)
+    ]
+    mixture = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *parts)
+    scores = calibration.calibration_metrics(mixture, jnp.asarray(ys, jnp.float32))
+    media.save_png(out / "calibration.png", media.calibration_chart(scores))
+    nll = tr.evaluate_nll(graphdef, params, xs, ys)
+    return {rp.HELD_OUT_KEY: round(nll, 6) if np.isfinite(nll) else None, "calibration": scores}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mixture(graphdef, params, xs):
+    """The model's mixture at positions `xs [C, 2]`, batch `[C]`."""
+    return mdl.apply(graphdef, params, xs)
+
+
+def _write_renders(out: Path, size, graphdef, params) -> None:
+    """montage.gif from the frames, and the mode render (the labelled pictures are
+    `run_pictures`')."""
     height, width = size
     frames = sorted((out / "frames").glob("epoch_*.png"))
     if frames:
@@ -110,10 +131,3 @@ def _write_renders(out: Path, size, graphdef, params, model_config, options) -> 
         media.save_gif(out / "montage.gif", [iio.imread(f)[..., :3] / 255.0 for f in frames])
     render = functools.partial(rd.render, graphdef, params, height=height, width=width)
     media.save_png(out / "final_mode.png", render(method="mode"))
-    component_renders = [
-        render(method="component", component=k) for k in range(model_config.components)
-    ]
-    media.save_png(out / "components.png", media.grid(component_renders))
-    samples = render(method="sample", key=jax.random.key(0), num_samples=options.samples)
-    media.save_png(out / "samples.png", media.grid(list(samples)))
-    media.save_png(out / "uncertainty.png", render(method="uncertainty"))

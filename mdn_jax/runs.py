@@ -4,14 +4,18 @@ Layout of a run folder:
 
     config.json       model, training and data settings, versions
     metrics.json      scores (nll_nats, component_psnr, coverage_psnr, ...) and per-epoch history
+                      (with --holdout: "calibration" on the held-out pixels)
+    history.jsonl     one JSON line per finished epoch, written as training runs
     checkpoint/       Orbax checkpoints (params, optimiser state, epoch), newest kept
-    frames/           one PNG per frame of the montage (training images beside the mode render)
+    frames/           one PNG per montage frame (training images over their reconstructions)
     montage.gif       those frames as an animation
+    reconstructions.png  each training image beside its reconstruction, with its PSNR
     final_mode.png    the mode render at training resolution
-    components.png    one render per component, in a grid
-    samples.png       random draws (temperature 1) in a grid
-    uncertainty.png   predictive standard deviation, colour-mapped
-    loss.png          the training curve
+    components.png    every component's mean, heaviest first, labelled with index and weight
+    samples.png       independent and coherent samples (temperature 1)
+    uncertainty.png   predictive standard deviation on a fixed scale, with a colour bar
+    loss.png          the training curve (and the held-out one with --holdout)
+    calibration.png   with --holdout: PIT histogram and coverage on the held-out pixels
 
 Every file is written under a temporary name and renamed into place. Ctrl-C stops after the
 current epoch, saves a checkpoint and writes the outputs; a second Ctrl-C aborts at once.
@@ -41,6 +45,7 @@ import numpy as np
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import config as cfg
 from mdn_jax import data as dt
+from mdn_jax import holdout as hd
 from mdn_jax import model as mdl
 from mdn_jax import parallel
 from mdn_jax import run_callbacks as rc
@@ -54,16 +59,20 @@ class RunOptions:
 
     frame_every: epochs between montage frames (0: only the first and last epoch).
     checkpoint_every: epochs between checkpoints (one is always written at the end).
-    samples: random draws shown in samples.png.
+    samples: random draws shown in samples.png (per kind).
     progress: show a progress bar.
+    holdout: share of the pixels (seeded by the training seed) kept out of training and
+      scored each epoch (0: none).
     """
 
     frame_every: int = 10
     checkpoint_every: int = 25
     samples: int = 8
     progress: bool = True
+    holdout: float = 0.0
 
     def __post_init__(self):
+        hd.check_fraction(self.holdout)
         for name in ("frame_every", "checkpoint_every", "samples"):
             (cfg.positive_int if name == "samples" else cfg.non_negative_int)(
                 name, getattr(self, name)
@@ -112,6 +121,7 @@ def train_on_images(
     out = Path(out)
     images = np.asarray(images, np.float32)
     xs, ys = dt.image_pairs(images)
+    xs, ys, held_out = hd.split_pairs(xs, ys, fraction=options.holdout, seed=train_config.seed)
     tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
     placement = parallel.Placement.build(devices, batch_size=train_config.batch_size)
     main = parallel.is_main_process()
@@ -135,7 +145,14 @@ def train_on_images(
         )
     run_seconds = time.perf_counter()
     result, history = run.train(
-        xs, ys, state, start_epoch, history, num_samples=num_samples, callbacks=callbacks
+        xs,
+        ys,
+        state,
+        start_epoch,
+        history,
+        num_samples=num_samples,
+        callbacks=callbacks,
+        held_out=held_out,
     )
     interrupted = bool(history) and history[-1]["epoch"] < train_config.epochs
     if interrupted:
@@ -156,6 +173,7 @@ def train_on_images(
         seconds=time.perf_counter() - run_seconds,
         interrupted=interrupted,
         devices=placement.devices,
+        held_out=held_out,
     )
 
 
@@ -194,15 +212,17 @@ class _Run:
             "versions": versions(),
         }
 
-    def train(self, xs, ys, state, start_epoch, history, *, num_samples, callbacks):
+    def train(self, xs, ys, state, start_epoch, history, *, num_samples, callbacks, held_out):
         """`(FitResult, the run's history)` after training with the run's callbacks, then
-        `callbacks`; a NonFiniteError says where to continue from."""
+        `callbacks`; a NonFiniteError says where to continue from. `held_out`: `(xs, ys)`
+        scored each epoch, or None."""
         config = self.train_config
         progress, task = rc.progress_bar(
             config.epochs, start_epoch, self.options.progress and self.main
         )
         history = rc.RunHistory(history)
-        with rc.StopFlag() as flag, progress:
+        live = rc.live_history(self.out, history, start_epoch=start_epoch, enabled=self.main)
+        with rc.StopFlag() as flag, progress, live as live_history:
             stop = rc.StopOnSignal(flag, self.placement)
             frames = rc.Frames(
                 self.images,
@@ -223,8 +243,9 @@ class _Run:
             )
             grid = jax.device_put(dt.pixel_grid(*self.images.shape[1:3]))
             diagnostics = rc.Diagnostics(grid, self.model_config.scale_floor)
-            ours = [stop, diagnostics, rc.ProgressText(progress, task), history]
-            ours += [frames, checkpoints] if self.main else [checkpoints]
+            ours = [stop, diagnostics] + ([rc.HeldOut(*held_out)] if held_out else [])
+            ours += [rc.ProgressText(progress, task), history]
+            ours += [live_history, frames, checkpoints] if self.main else [checkpoints]
             try:
                 result = tr.fit_placed(
                     self.placement,
