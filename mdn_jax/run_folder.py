@@ -2,8 +2,25 @@
 (montage, final mode render, the labelled pictures of `mdn_jax.run_pictures`, metrics, and
 with a held-out share its calibration).
 
-See `mdn_jax.runs` for the folder's layout. Every file is written under a temporary name and
-renamed into place (`mdn_jax.media.atomic_write`).
+Layout of a run folder:
+
+    config.json       model, training and data settings, versions
+    metrics.json      scores (nll_nats, component_psnr, coverage_psnr, ...) and per-epoch history
+                      (with --holdout: "calibration" on the held-out pixels)
+    history.jsonl     one JSON line per finished epoch, written as training runs
+    checkpoint/       Orbax checkpoints (params, optimiser state, epoch), newest kept
+    frames/           one PNG per montage frame (training images over their reconstructions)
+    montage.gif       those frames as an animation
+    reconstructions.png  each training image beside its reconstruction, with its PSNR
+    final_mode.png    the mode render at training resolution
+    components.png    every component's mean, heaviest first, labelled with index and weight
+    samples.png       independent and coherent samples (temperature 1)
+    uncertainty.png   predictive standard deviation on a fixed scale, with a colour bar
+    loss.png          the training curve (and the held-out one with --holdout)
+    calibration.png   with --holdout: PIT histogram and coverage on the held-out pixels
+
+Every file is written under a temporary name and renamed into place
+(`mdn_jax.media.atomic_write`).
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
 """A training run on images, in a run folder: progress, frames, checkpoints, final renders.
 
-Layout of a run folder:
-
-    config.json       model, training and data settings, versions
-    metrics.json      scores (nll_nats, component_psnr, coverage_psnr, ...) and per-epoch history
-                      (with --holdout: "calibration" on the held-out pixels)
-    history.jsonl     one JSON line per finished epoch, written as training runs
-    checkpoint/       Orbax checkpoints (params, optimiser state, epoch), newest kept
-    frames/           one PNG per montage frame (training images over their reconstructions)
-    montage.gif       those frames as an animation
-    reconstructions.png  each training image beside its reconstruction, with its PSNR
-    final_mode.png    the mode render at training resolution
-    components.png    every component's mean, heaviest first, labelled with index and weight
-    samples.png       independent and coherent samples (temperature 1)
-    uncertainty.png   predictive standard deviation on a fixed scale, with a colour bar
-    loss.png          the training curve (and the held-out one with --holdout)
-    calibration.png   with --holdout: PIT histogram and coverage on the held-out pixels
-
-Every file is written under a temporary name and renamed into place. Ctrl-C stops after the
-current epoch, saves a checkpoint and writes the outputs; a second Ctrl-C aborts at once.
+The folder's layout: see `mdn_jax.run_folder`. Every file is written under a temporary name
+and renamed into place. Ctrl-C stops after the current epoch, saves a checkpoint and writes the
+outputs; a second Ctrl-C aborts at once.
 
 Devices and processes: training is data parallel over `devices` devices (None: all; see
 `mdn_jax.parallel`). Under `jax.distributed.initialize()` every process runs this same function
