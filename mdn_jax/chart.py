@@ -41,6 +41,12 @@ def _vertical_text(text: str):
     return strip.rotate(90, expand=True)
 
 
+def epoch_ticks(length: int) -> np.ndarray:
+    """Round ticks for epochs 1..length: whole epochs only (no tick at epoch 1.5)."""
+    epochs = layout.nice_ticks(1, max(length, 2), count=6)
+    return epochs[(epochs >= 1) & (epochs <= length) & (epochs == np.round(epochs))]
+
+
 def line_chart(
     series: dict[str, Sequence[float]],
     *,
@@ -77,8 +83,7 @@ def line_chart(
         draw.line([left, y, left + plot_w, y], fill=(232, 232, 232))
         draw.line([left - 5, y, left, y], fill=_GREY)
         draw.text((left - 8, y), text, fill=_INK, font=font, anchor="rm")
-    epochs = layout.nice_ticks(1, max(length, 2), count=6)
-    for epoch in epochs[(epochs >= 1) & (epochs <= length)]:
+    for epoch in epoch_ticks(length):
         x, _ = to_xy(epoch - 1, low)
         draw.line([x, top + plot_h, x, top + plot_h + 5], fill=_GREY)
         draw.text((x, top + plot_h + 8), f"{epoch:g}", fill=_INK, font=font, anchor="mt")

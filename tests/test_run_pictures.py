@@ -53,6 +53,14 @@ def test_nice_ticks_are_round_and_cover_the_range(low, high, expected):
         layout.nice_ticks(1.0, 1.0)
 
 
+@pytest.mark.parametrize(
+    "length, expected",
+    [(1, [1]), (3, [1, 2, 3]), (10, [2, 4, 6, 8, 10]), (100, [20, 40, 60, 80, 100])],
+)
+def test_epoch_ticks_are_whole_epochs(length, expected):
+    assert chart.epoch_ticks(length).tolist() == expected
+
+
 def test_line_chart_draws_every_series_and_gaps():
     chart_image = media.line_chart(
         {"training NLL": [3.0, 2.0, 1.5, float("nan"), 1.0], "held-out NLL": [3.2, 2.4, 2.0]},
