@@ -33,15 +33,36 @@ def text_width(text: str, *, size: int = TEXT_SIZE) -> int:
     return int(math.ceil(right - left))
 
 
-def caption(text: str, width: int, *, size: int = TEXT_SIZE, ink=_INK) -> np.ndarray:
-    """A white strip `[size * 1.5, width, 3]` with `text` centred in it (left-aligned if long)."""
+def caption(
+    text: str, width: int, *, size: int = TEXT_SIZE, ink=_INK, wrap: bool = False
+) -> np.ndarray:
+    """A white strip `[size * 1.5, width, 3]` with `text` centred in it (left-aligned if long);
+    with `wrap`, split at spaces onto as many such lines as the width needs (for titles, which
+    must never be cut off; tile labels stay one line so a grid's tiles keep one height)."""
     from PIL import Image, ImageDraw
 
-    height = int(round(size * 1.5))
-    strip = Image.new("RGB", (width, height), (255, 255, 255))
-    left = max((width - text_width(text, size=size)) // 2, 2)
-    ImageDraw.Draw(strip).text((left, height // 2), text, fill=ink, font=font(size), anchor="lm")
+    lines = wrap_text(text, width - 4, size=size) if wrap else [text]
+    line_height = int(round(size * 1.5))
+    strip = Image.new("RGB", (width, line_height * len(lines)), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for index, line in enumerate(lines):
+        left = max((width - text_width(line, size=size)) // 2, 2)
+        y = index * line_height + line_height // 2
+        draw.text((left, y), line, fill=ink, font=font(size), anchor="lm")
     return np.asarray(strip, np.float32) / 255.0
+
+
+def wrap_text(text: str, width: int, *, size: int = TEXT_SIZE) -> list[str]:
+    """`text` split at spaces into lines at most `width` pixels wide (a single word wider than
+    that keeps a line of its own)."""
+    lines = [""]
+    for word in text.split(" "):
+        joined = f"{lines[-1]} {word}" if lines[-1] else word
+        if lines[-1] and text_width(joined, size=size) > width:
+            lines.append(word)
+        else:
+            lines[-1] = joined
+    return lines
 
 
 def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
@@ -81,7 +102,7 @@ def labelled_tiles(
         top, left = pad + r * (tile_h + pad), pad + c * (tile_w + pad)
         canvas[top : top + tile_h, left : left + tile_w] = tile
     if title:
-        canvas = np.concatenate([caption(title, canvas.shape[1]), canvas], axis=0)
+        canvas = np.concatenate([caption(title, canvas.shape[1], wrap=True), canvas], axis=0)
     return canvas
 
 

@@ -67,6 +67,9 @@ def average_weights(
     return total / total.sum()
 
 
+COMPONENTS_TITLE = "component means, heaviest average weight first (k: the index for --component)"
+
+
 def components_picture(graphdef, params, *, height: int, width: int) -> np.ndarray:
     """Every component's mean render, heaviest average weight first, labelled 'k 3: 41.2%'."""
     weights = average_weights(graphdef, params, height=height, width=width)
@@ -78,8 +81,7 @@ def components_picture(graphdef, params, *, height: int, width: int) -> np.ndarr
     labels = [
         f"k {k}: " + (f"{100 * weights[k]:.1f}%" if weights[k] >= 5e-4 else "<0.1%") for k in order
     ]
-    title = "component means, heaviest average weight first (k: the index for --component)"
-    return layout.labelled_tiles(tiles, labels, columns=min(len(tiles), 5), title=title)
+    return layout.labelled_tiles(tiles, labels, columns=min(len(tiles), 5), title=COMPONENTS_TITLE)
 
 
 def uncertainty_picture(graphdef, params, *, height: int, width: int) -> np.ndarray:
@@ -95,7 +97,7 @@ def uncertainty_picture(graphdef, params, *, height: int, width: int) -> np.ndar
         label="std",
     )
     picture = layout.with_colour_bar(image, bar)
-    title = layout.caption("predictive std, fixed scale for every run", picture.shape[1])
+    title = layout.caption("predictive std, fixed scale for every run", picture.shape[1], wrap=True)
     return np.concatenate([title, picture], axis=0)
 
 

@@ -53,6 +53,16 @@ def test_nice_ticks_are_round_and_cover_the_range(low, high, expected):
         layout.nice_ticks(1.0, 1.0)
 
 
+def test_a_long_title_wraps_instead_of_being_cut():
+    title = "training image | reconstruction (closest component per pixel), coverage PSNR"
+    lines = layout.wrap_text(title, 300)
+    assert " ".join(lines) == title and len(lines) >= 2
+    assert all(layout.text_width(line) <= 300 for line in lines)
+    strip = layout.caption(title, 300, wrap=True)
+    assert strip.shape[0] == len(lines) * layout.caption("x", 300).shape[0]
+    assert layout.caption(title, 300).shape == layout.caption("x", 300).shape  # labels: one line
+
+
 @pytest.mark.parametrize(
     "length, expected",
     [(1, [1]), (3, [1, 2, 3]), (10, [2, 4, 6, 8, 10]), (100, [20, 40, 60, 80, 100])],
@@ -101,7 +111,8 @@ def test_components_picture_is_sorted_by_average_weight(trained):
         graphdef, params, height=SIZE, width=SIZE, method="component", component=heaviest
     )
     factor = -(-layout.MIN_TILE // SIZE)
-    top = int(round(layout.TEXT_SIZE * 1.5)) + 6
+    title = layout.caption(run_pictures.COMPONENTS_TITLE, picture.shape[1], wrap=True)
+    top = title.shape[0] + 6  # the title wraps onto as many lines as the grid's width needs
     np.testing.assert_allclose(
         picture[top : top + SIZE * factor : factor, 6 : 6 + SIZE * factor : factor], tile, atol=1e-6
     )
