@@ -112,7 +112,7 @@ def train_on_images(
     log = log if main else _silent
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
-    run = _Run(out, images, model_config, train_config, options, placement, main, log)
+    run = _Run(out, images, model_config, train_config, options, placement, main, log, held_out)
     start_epoch, state, history = _resume_point(run, resume=resume, num_samples=xs.shape[0])
     log(run.description())
     num_samples = xs.shape[0]
@@ -129,14 +129,7 @@ def train_on_images(
         )
     run_seconds = time.perf_counter()
     result, history = run.train(
-        xs,
-        ys,
-        state,
-        start_epoch,
-        history,
-        num_samples=num_samples,
-        callbacks=callbacks,
-        held_out=held_out,
+        xs, ys, state, start_epoch, history, num_samples=num_samples, callbacks=callbacks
     )
     interrupted = bool(history) and history[-1]["epoch"] < train_config.epochs
     if interrupted:
@@ -173,6 +166,7 @@ class _Run:
     placement: parallel.Placement
     main: bool  # this process writes the files
     log: Callable[[str], None]
+    held_out: tuple[np.ndarray, np.ndarray] | None  # (xs, ys) of --holdout's pixels
 
     def description(self) -> str:
         """The run's first log line: data, devices, model and epochs."""
@@ -196,10 +190,9 @@ class _Run:
             "versions": versions(),
         }
 
-    def train(self, xs, ys, state, start_epoch, history, *, num_samples, callbacks, held_out):
+    def train(self, xs, ys, state, start_epoch, history, *, num_samples, callbacks):
         """`(FitResult, the run's history)` after training with the run's callbacks, then
-        `callbacks`; a NonFiniteError says where to continue from. `held_out`: `(xs, ys)`
-        scored each epoch, or None."""
+        `callbacks`; a NonFiniteError says where to continue from."""
         config = self.train_config
         progress, task = rc.progress_bar(
             config.epochs, start_epoch, self.options.progress and self.main
@@ -227,7 +220,7 @@ class _Run:
             )
             grid = jax.device_put(dt.pixel_grid(*self.images.shape[1:3]))
             diagnostics = rc.Diagnostics(grid, self.model_config.scale_floor)
-            ours = [stop, diagnostics] + ([rc.HeldOut(*held_out)] if held_out else [])
+            ours = [stop, diagnostics] + ([rc.HeldOut(*self.held_out)] if self.held_out else [])
             ours += [rc.ProgressText(progress, task), history]
             ours += [live_history, frames, checkpoints] if self.main else [checkpoints]
             try:
