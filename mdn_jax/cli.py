@@ -14,6 +14,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
+EXIT_PICTURES = 4  # trained and saved, but a picture could not be made (one line says which)
 DEMO_EPOCHS = 60
 
 
@@ -437,7 +438,11 @@ def _train_and_report(images, args, data_info) -> int:
         f"wrote {out}/: open montage.gif (training progress), final_mode.png, components.png, "
         f"samples.png, uncertainty.png, loss.png; scores in metrics.json"
     )
-    return 130 if values.get("interrupted") else 0
+    if values.get("interrupted"):
+        from mdn_jax import signals
+
+        return signals.exit_code()  # 130 after Ctrl-C, 143 after SIGTERM
+    return EXIT_PICTURES if values.get("skipped_pictures") else 0
 
 
 def _run_demo(args) -> int:
@@ -626,14 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from mdn_jax.checkpoint import CheckpointError
-    from mdn_jax.data import DataError
+    from mdn_jax.data import DataError, printable
     from mdn_jax.train import NonFiniteError
 
     try:
         return args.handler(args)
     except (DataError, CheckpointError, ValueError, OSError) as error:
         if isinstance(error, OSError) and error.strerror:
-            message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+            name = printable(error.filename) if error.filename else ""
+            message = f"{name}: {error.strerror}" if name else error.strerror
             message += "; check the path, its permissions and the free disk space"
         else:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -23,6 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mdn_jax import guards
+
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -57,6 +59,7 @@ def joint(logits, means, scales) -> JointMixture:
     """A joint diagonal mixture: logits `[..., K]`, means and scales `[..., K, D]`."""
     logits, means, scales = map(jnp.asarray, (logits, means, scales))
     _check_shapes("joint", logits.shape + means.shape[-1:], means.shape, scales.shape)
+    guards.check_scales("joint", scales)
     return JointMixture(logits, means, scales)
 
 
@@ -64,6 +67,7 @@ def per_dim(logits, means, scales) -> PerDimMixture:
     """Independent per-dimension mixtures: logits, means and scales all `[..., D, K]`."""
     logits, means, scales = map(jnp.asarray, (logits, means, scales))
     _check_shapes("per_dim", logits.shape, means.shape, scales.shape)
+    guards.check_scales("per_dim", scales)
     return PerDimMixture(logits, means, scales)
 
 
@@ -161,6 +165,7 @@ def component_log_probs(mixture: Mixture, y: jax.Array) -> jax.Array:
     Returns `[..., K]` for joint and full, `[..., D, K]` for per_dim.
     """
     y = jnp.asarray(y)
+    guards.check_targets(y.shape, event_size=event_size(mixture), batch_shape=batch_shape(mixture))
     kind = structure(mixture)
     if kind == "per_dim":
         return _normal_log_prob(y[..., :, None], mixture.means, mixture.scales)  # [..., D, K]
@@ -304,7 +309,12 @@ def sample(
 
     Gumbel-max with the noise scaled by the temperature, argmax(logits + T * g), draws from
     softmax(logits / T) for T > 0 and stays well defined at T = 0.
+
+    A negative or NaN temperature raises ValueError when its value is known (a Python number
+    or a concrete array); a traced one (under `jit`) is not checked, and such values give
+    meaningless draws (NaN for a NaN `sigma_temperature`).
     """
+    guards.check_temperatures(temperature=temperature, sigma_temperature=sigma_temperature)
     sample_shape = tuple(sample_shape)
     component_key, noise_key = jax.random.split(key)
     logits = mixture.logits

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import signal
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ import numpy as np
 
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import data as dt
-from mdn_jax import media, metrics, parallel
+from mdn_jax import diskspace, media, metrics, parallel, pictures, runlock, signals
 from mdn_jax import model as mdl
 from mdn_jax import render as rd
 from mdn_jax import train as tr
@@ -115,31 +114,6 @@ def spread_init(images: np.ndarray, components: int) -> dict[str, Any]:
     return dict(mean_init=mdl.spread_means(colours, components), head_init_scale=SPREAD_HEAD_SCALE)
 
 
-class _StopFlag:
-    """SIGINT sets a flag the epoch loop checks; a second SIGINT raises KeyboardInterrupt."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def _progress(total: int, start: int, enabled: bool):
     from rich.progress import (
         BarColumn,
@@ -162,6 +136,8 @@ def _progress(total: int, start: int, enabled: bool):
     return progress, task
 
 
+@runlock.holding_out_folder
+@diskspace.reports_full_disk
 def train_on_images(
     images: np.ndarray,
     out: str | Path,
@@ -202,7 +178,7 @@ def train_on_images(
         restored = ckpt.restore(checkpoint_dir, mesh=mesh if mesh.devices.size > 1 else None)
         # The optimiser state's structure depends on schedule and clipping, and the batch order on
         # the data and batch size, so those must match for resume to equal an uninterrupted run.
-        keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
+        keys = ("seed", "schedule", "clip_norm", "batch_size", "loss", "learning_rate")
         was = {
             **restored.model_config.to_dict(),
             **{k: getattr(restored.train_config, k) for k in keys},
@@ -220,6 +196,8 @@ def train_on_images(
                 "images and flags or start a new --out folder"
             )
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
+        if main:  # frames of epochs after this checkpoint belong to a run that was dropped
+            media.remove_frames_after(out / "frames", start_epoch)
         log(f"resuming {out} from epoch {start_epoch}")
     log(
         f"training on {len(images)} image(s) of {images.shape[1]}x{images.shape[2]} ({xs.shape[0]:,} pixels) "
@@ -281,7 +259,7 @@ def train_on_images(
         )
     progress, task = _progress(train_config.epochs, start_epoch, options.progress and main)
     run_seconds = time.perf_counter()
-    with _StopFlag() as stop, progress:
+    with signals.StopFlag() as stop, progress:
 
         def on_epoch(report: tr.EpochReport):
             # Read once: a Ctrl-C during this callback acts after the next epoch. With several
@@ -391,47 +369,9 @@ def finish(
     interrupted: bool = False,
     devices: int = 1,
 ) -> dict:
-    """Write the final renders, the montage GIF, the loss curve and metrics.json."""
-    height, width = images.shape[1:3]
-    frames = sorted((out / "frames").glob("epoch_*.png"))
-    if frames:
-        import imageio.v3 as iio
-
-        media.save_gif(out / "montage.gif", [iio.imread(f)[..., :3] / 255.0 for f in frames])
-    media.save_png(
-        out / "final_mode.png",
-        rd.render(graphdef, params, height=height, width=width, method="mode"),
-    )
-    component_renders = [
-        rd.render(graphdef, params, height=height, width=width, method="component", component=k)
-        for k in range(model_config.components)
-    ]
-    media.save_png(out / "components.png", media.grid(component_renders))
-    samples = rd.render(
-        graphdef,
-        params,
-        height=height,
-        width=width,
-        method="sample",
-        key=jax.random.key(0),
-        num_samples=options.samples,
-    )
-    media.save_png(out / "samples.png", media.grid(list(samples)))
-    media.save_png(
-        out / "uncertainty.png",
-        rd.render(graphdef, params, height=height, width=width, method="uncertainty"),
-    )
-    media.save_png(
-        out / "loss.png",
-        media.line_chart(
-            {
-                "training NLL (nats/pixel)": [
-                    np.nan if h["loss"] is None else h["loss"] for h in history
-                ]
-            },
-            title="training loss",
-        ),
-    )
+    """Write metrics.json, then the pictures (montage GIF, renders, loss curve); a picture that
+    cannot be made is skipped with one line (see `mdn_jax.pictures`) and listed in metrics.json
+    as `skipped_pictures`."""
     scores = metrics.image_scores(graphdef, params, images)
     steady = [h["samples_per_second"] for h in history[1:]] or [
         h["samples_per_second"] for h in history
@@ -448,7 +388,13 @@ def finish(
         "versions": versions(),
         "history": history,
     }
-    write_json(out / "metrics.json", values)
+    write_json(out / "metrics.json", values)  # before any picture: a picture cannot cost it
+    skipped = pictures.write_all(
+        out, images, graphdef, params, model_config, history, samples=options.samples
+    )
+    if skipped:
+        values["skipped_pictures"] = skipped
+        write_json(out / "metrics.json", values)
     return values
 
 
@@ -459,5 +405,5 @@ def load_run(run_dir: str | Path):
         raise ckpt.CheckpointError(
             f"{run_dir}: no such run folder; pass the --out folder of a training run"
         )
-    restored = ckpt.restore(run_dir / "checkpoint")
+    restored = runlock.restore_newest(run_dir / "checkpoint")  # it may be training right now
     return restored.graphdef, restored.state.params, restored.model_config, restored

@@ -40,9 +40,9 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from mdn_jax import guards, parallel
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOSSES = ("nll", "discretised")
@@ -467,8 +467,7 @@ def fit(
         if skipped.size and train_config.on_nonfinite == "stop":
             raise NonFiniteError(
                 f"non-finite loss or gradient in epoch {epoch + 1} at step {int(skipped[0]) + 1} of {len(losses)}; "
-                "lower the learning rate, clip gradients or raise the scale floor, or skip such steps "
-                "(on_nonfinite='skip')"
+                + guards.nonfinite_fix(ys)
             )
         mean_loss = (
             float(np.mean(losses[np.isfinite(losses)]))
