@@ -641,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
             name = printable(error.filename) if error.filename else ""
             message = f"{name}: {error.strerror}" if name else error.strerror
             message += "; check the path, its permissions and the free disk space"
+        elif isinstance(
+            error, (DataError, CheckpointError)
+        ):  # ours, one line: a newline is a name's
+            message = printable(error)
         else:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"mdn-jax: error: {message}", file=sys.stderr)

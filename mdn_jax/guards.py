@@ -50,7 +50,7 @@ def check_scales(name: str, scales) -> None:
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"{name}: scales are standard deviations and must be positive, got "
-            f"{values[first]!r} at index {first} ({int(bad.sum())} not positive); map raw "
+            f"{float(values[first])} at index {first} ({int(bad.sum())} not positive); map raw "
             "values through jnp.exp or jax.nn.softplus"
         )
 
