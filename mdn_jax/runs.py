@@ -13,8 +13,11 @@ Layout of a run folder:
     uncertainty.png   predictive standard deviation, colour-mapped
     loss.png          the training curve
 
-Every file is written under a temporary name and renamed into place. Ctrl-C stops after the
-current epoch, saves a checkpoint and writes the outputs; a second Ctrl-C aborts at once.
+Every file is written under a temporary name and renamed into place. Ctrl-C or SIGTERM stops
+after the current epoch, saves a checkpoint and writes the outputs; a second one aborts at once
+(`mdn_jax.signals`). One run writes a folder at a time (`mdn_jax.runlock`); a full disk ends in
+one line (`mdn_jax.diskspace`); metrics.json is written before the pictures, and a picture that
+cannot be made is skipped (`mdn_jax.pictures`).
 
 Devices and processes: training is data parallel over `devices` devices (None: all; see
 `mdn_jax.parallel`). Under `jax.distributed.initialize()` every process runs this same function
