@@ -181,7 +181,7 @@ def train_on_images(
         restored = ckpt.restore(checkpoint_dir, mesh=mesh if mesh.devices.size > 1 else None)
         # The optimiser state's structure depends on schedule and clipping, and the batch order on
         # the data and batch size, so those must match for resume to equal an uninterrupted run.
-        keys = ("seed", "schedule", "clip_norm", "batch_size", "loss", "learning_rate")
+        keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
         was = {
             **restored.model_config.to_dict(),
             **{k: getattr(restored.train_config, k) for k in keys},
@@ -199,6 +199,8 @@ def train_on_images(
                 "images and flags or start a new --out folder"
             )
         start_epoch, state, history = restored.epoch, restored.state, list(restored.history)
+        if restored.train_config.learning_rate != train_config.learning_rate:
+            log(_changed_rate(restored.train_config.learning_rate, train_config.learning_rate))
         if main:  # frames of epochs after this checkpoint belong to a run that was dropped
             media.remove_frames_after(out / "frames", start_epoch)
         log(f"resuming {out} from epoch {start_epoch}")
@@ -346,6 +348,15 @@ def train_on_images(
         seconds=time.perf_counter() - run_seconds,
         interrupted=interrupted,
         devices=mesh.devices.size,
+    )
+
+
+def _changed_rate(was: float, now: float) -> str:
+    """Resuming with another learning rate is allowed (a lower one after a non-finite stop is
+    the usual fix), but never silently."""
+    return (
+        f"--lr {now:g} replaces the {was:g} of the checkpoint: the run continues with the new "
+        "rate, so it no longer equals an uninterrupted run"
     )
 
 
