@@ -1,7 +1,7 @@
 """A full disk while a run writes its folder: one line with the folder, the free space and the fix.
 
 Every write in a run folder can meet a full disk (or a full quota): a checkpoint (Orbax and
-tensorstore report it as an OSError, or as a ValueError carrying `RESOURCE_EXHAUSTED` or the
+tensorstore report it as an OSError, or as a ValueError carrying `RESOURCE_EXHAUSTED` and the
 C library's "No space left on device"), a frame, the GIF, metrics.json. `reports_full_disk`
 turns any of them into `DiskFullError`. What is on disk stays consistent: files are written
 under temporary names and renamed, and Orbax deletes the previous checkpoint only after the
@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "RESOURCE_EXHAUSTED")
+# Tensorstore's RESOURCE_EXHAUSTED alone is not enough: XLA uses it for running out of memory.
+_FULL_WORDS = ("No space left on device", "Disk quota exceeded")
 
 
 class DiskFullError(ValueError):

@@ -91,7 +91,7 @@ def _agree(ok: bool) -> bool:
         return ok
     from jax.experimental import multihost_utils
 
-    return bool(np.all(multihost_utils.process_allgather(np.array([ok]))))
+    return bool(np.all(multihost_utils.process_allgather(np.array([int(ok)], np.int32))))
 
 
 @contextlib.contextmanager
