@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mdn_jax import exif
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGE_INPUT_OFFSET = (0.5, 0.5)
 IMAGE_INPUT_SCALE = (0.5, 0.5)
@@ -163,38 +165,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             f"{printable(path)}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
             "replace it with a complete PNG, JPEG, GIF, BMP, TIFF or WebP file"
         ) from None
-    return to_rgb(_oriented(array, _orientation(path)), name=printable(path))
-
-
-# EXIF orientation tag values 2..8 as numpy operations on `[H, W, ...]`, the same as Pillow's
-# `ImageOps.exif_transpose` (tests/test_data.py compares them).
-_ORIENTATIONS = {
-    2: lambda a: a[:, ::-1],
-    3: lambda a: a[::-1, ::-1],
-    4: lambda a: a[::-1],
-    5: lambda a: a.swapaxes(0, 1),
-    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
-    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-    8: lambda a: a.swapaxes(0, 1)[::-1],
-}
-
-
-def _orientation(path: Path) -> int:
-    """The EXIF orientation tag (1..8) of an image file; 1 (as stored) when it has none."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            value = image.getexif().get(0x0112, 1)
-    except Exception:  # no EXIF Pillow can read: as stored
-        return 1
-    return value if isinstance(value, int) and value in _ORIENTATIONS else 1
-
-
-def _oriented(array: np.ndarray, orientation: int) -> np.ndarray:
-    if orientation not in _ORIENTATIONS or np.ndim(array) < 2:
-        return array
-    return np.ascontiguousarray(_ORIENTATIONS[orientation](np.asarray(array)))
+    return to_rgb(exif.as_shown(array, path), name=printable(path))
 
 
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
