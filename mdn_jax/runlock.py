@@ -15,8 +15,9 @@ flock works on local filesystems and on NFS v4 (as a whole-file lock); on a file
 locks (some FUSE mounts) `hold` says so and runs without one rather than refusing to train.
 
 `restore_newest(directory)` is for readers (`render`) of a folder that may be being trained:
-a checkpoint Orbax deletes (the trainer keeps the newest two) while it is being read is not
-damaged, it is gone; the reader then takes the newest complete checkpoint again.
+Orbax deletes old checkpoints as new ones land (the trainer keeps the newest two), so a reader
+first hard-links the newest complete one into a private folder and reads that; one deleted
+before it could be linked is gone, not damaged, and the next newest is taken.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -142,25 +145,40 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()  # only succeeds when empty
 
 
-def restore_newest(directory, *, attempts: int = 5):
-    """`checkpoint.restore` of the newest complete checkpoint, retried while a training run
-    replaces it (a checkpoint deleted mid-read is gone, not damaged)."""
+def restore_newest(directory, *, attempts: int = 20):
+    """`checkpoint.restore` of the newest complete checkpoint in `directory` (a run folder's
+    `checkpoint/`), safe while a training run replaces its checkpoints.
+
+    When the folder is locked by a run, the newest checkpoint is first hard-linked into a
+    private folder beside `checkpoint/` (milliseconds; a trainer deleting the original then
+    leaves the links intact, and finished checkpoints are never modified) and read from there;
+    a checkpoint deleted before it is linked is gone, not damaged, so the next newest is taken.
+    Errors about a checkpoint are always reported against its real folder.
+    """
     from mdn_jax import checkpoint as ckpt
 
     directory = Path(directory)
-    for attempt in range(attempts):
+    if not (directory.parent / LOCK_NAME).exists():  # nobody training: read it where it is
+        return ckpt.restore(directory)
+    for _ in range(attempts):
         epoch = ckpt.latest_epoch(directory)
+        if epoch is None:
+            break
         try:
-            return (
-                ckpt.restore(directory) if epoch is None else ckpt.restore(directory, epoch=epoch)
-            )
-        except ckpt.CheckpointError:
-            # Damaged only if it is still there and still the newest; otherwise a trainer moved on.
-            still = (directory / str(epoch)).is_dir() and ckpt.latest_epoch(directory) == epoch
-            if epoch is None or still or attempt == attempts - 1:
-                raise
-            time.sleep(0.05)
-    raise AssertionError("unreachable")
+            private = Path(tempfile.mkdtemp(prefix=".mdn_jax-read-", dir=directory.parent))
+        except OSError:  # a folder we may not write to: read in place
+            break
+        try:
+            shutil.copytree(directory / str(epoch), private / str(epoch), copy_function=os.link)
+            restored = ckpt.restore(private, epoch=epoch)
+        except (OSError, ckpt.CheckpointError):
+            if (directory / str(epoch)).is_dir():  # still there: the real read says what is wrong
+                break
+            continue  # deleted by the trainer while we linked it: take the next newest
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        return restored
+    return ckpt.restore(directory)
 
 
 def holding_out_folder(function):
