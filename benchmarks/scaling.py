@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from mdn_jax import data, model, parallel, train  # noqa: E402
+from mdn_jax.config import REFERENCE_TRUNK  # noqa: E402
 
-REFERENCE_TRUNK = (100, 100, 100, 100, 100, 50)
 DEVICE_COUNTS = (1, 2, 4)
 TARGET_SAMPLES = 40960  # per measurement: half an epoch of the reference data
 

@@ -8,8 +8,15 @@ images, a joint mixture with K=10 over D=3, Adam at 1e-3, reshuffled every epoch
               (Trainer.step on numpy-sliced batches: what most JAX code does)
   mse-scan    the same trunk and scanned epoch trained with plain squared error (a 3-output
               head): what the mixture head costs on top of the trunk
-  torch       an idiomatic PyTorch eager MDN, same architecture, Adam and batch order
-              (only when torch is installed: pip install torch)
+  handwritten-scan  a hand-written ~80-line JAX MDN without mdn_jax (Flax Linen, optax.adam,
+              log-sigma heads, one lax.scan per epoch over device-resident data, donated state,
+              host-side numpy permutation; see contenders.py)
+  handwritten-loop  the same model's jitted step driven by a Python loop on numpy batches
+  keras       keras-mdn-layer on Keras 3 with the JAX backend, `fit` as its README shows
+              (only when installed: pip install keras keras-mdn-layer)
+  torch       an idiomatic PyTorch eager MDN, same architecture, Adam and batch order, on CUDA
+              when torch sees a GPU (only when torch is installed: pip install torch); on a GPU
+              host without CUDA torch it is skipped, never run silently on the CPU
 
 Each measurement is one epoch (or, for the slow cases in the quick run, a fixed number of
 batches); contenders alternate (A B C D A B C D ...), compilation is excluded and reported on
@@ -18,6 +25,7 @@ ratios against the scanned epoch.
 
     python benchmarks/train_throughput.py            # quick (about a minute on 2 CPU cores)
     python benchmarks/train_throughput.py --full     # more repeats, full epochs everywhere
+    python benchmarks/train_throughput.py --cases ref200 --steps 20 --repeats 1   # smoke test
 """
 
 from __future__ import annotations
@@ -32,10 +40,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import contenders as others  # noqa: E402
 
 from mdn_jax import data, model, train  # noqa: E402
+from mdn_jax.config import REFERENCE_TRUNK  # noqa: E402
 
-REFERENCE_TRUNK = (100, 100, 100, 100, 100, 50)
+ALL_CONTENDERS = (
+    "scan",
+    "step-loop",
+    "mse-scan",
+    "handwritten-scan",
+    "handwritten-loop",
+    "keras",
+    "torch",
+)
 WIDE_TRUNK = (512, 512, 512, 512)
 
 
@@ -44,7 +62,7 @@ def mse_loss(mixture, y):
     return jnp.mean(jnp.sum(jnp.square(mixture.means[..., 0, :] - y), axis=-1))
 
 
-def jax_contenders(xs, ys, *, hidden, batch_size, steps, seed=0):
+def jax_contenders(xs, ys, *, hidden, batch_size, steps, wanted=ALL_CONTENDERS, seed=0):
     """Callables that each train `steps` batches of `batch_size` and block until done."""
     n = xs.shape[0]
     xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
@@ -83,6 +101,8 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, seed=0):
     trainer, state = make(10, train.nll_loss, "scan")
     contenders["scan"] = scanned(trainer, state, "scan")
 
+    if "step-loop" not in wanted:
+        return contenders, compile_seconds
     loop_trainer, loop_state = make(10, train.nll_loss, "step-loop")
     holder = {"state": loop_state, "key": jax.random.key(seed + 2)}
 
@@ -96,9 +116,36 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, seed=0):
 
     compile_seconds["step-loop"] = common.timed(looped)
     contenders["step-loop"] = looped
+    if "mse-scan" not in wanted:
+        return contenders, compile_seconds
 
     mse_trainer, mse_state = make(1, mse_loss, "mse-scan")
     contenders["mse-scan"] = scanned(mse_trainer, mse_state, "mse-scan")
+    return contenders, compile_seconds
+
+
+def outside_contenders(xs, ys, *, hidden, batch_size, steps, wanted):
+    """The MDNs written without mdn_jax (contenders.py), warmed up: `(contenders, compile_seconds)`."""
+    normalised = ((xs - np.asarray(data.IMAGE_INPUT_OFFSET)) / data.IMAGE_INPUT_SCALE).astype(
+        np.float32
+    )
+    factories = {
+        "handwritten-scan": others.handwritten_scan,
+        "handwritten-loop": others.handwritten_loop,
+    }
+    if others.keras_available():
+        factories["keras"] = others.keras_fit
+    elif "keras" in wanted:
+        print(
+            "keras-mdn-layer not installed: skipping it (pip install keras keras-mdn-layer)",
+            file=sys.stderr,
+        )
+    contenders, compile_seconds = {}, {}
+    for name, factory in factories.items():
+        if name in wanted:
+            run = factory(normalised, ys, hidden=hidden, batch_size=batch_size, steps=steps)
+            compile_seconds[name] = common.timed(run)  # first call: compilation and one run
+            contenders[name] = run
     return contenders, compile_seconds
 
 
@@ -108,6 +155,14 @@ def torch_contender(xs, ys, *, hidden, batch_size, steps, components=10, seed=0)
         import torch
     except ImportError:
         return None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and jax.default_backend() != "cpu":
+        print(
+            f"torch has no CUDA while JAX runs on {jax.default_backend()}: skipping the PyTorch "
+            "baseline rather than timing it on the CPU (install a CUDA build of torch)",
+            file=sys.stderr,
+        )
+        return None
     torch.manual_seed(seed)
     d = ys.shape[1]
     layers, width = [], xs.shape[1]
@@ -116,10 +171,10 @@ def torch_contender(xs, ys, *, hidden, batch_size, steps, components=10, seed=0)
         width = h
     trunk = torch.nn.Sequential(*layers)
     head = torch.nn.Linear(width, components + 2 * components * d)
-    net = torch.nn.ModuleDict({"trunk": trunk, "head": head})
+    net = torch.nn.ModuleDict({"trunk": trunk, "head": head}).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    xs_t = (torch.from_numpy(xs) - 0.5) / 0.5
-    ys_t = torch.from_numpy(ys)
+    xs_t = ((torch.from_numpy(xs) - 0.5) / 0.5).to(device)
+    ys_t = torch.from_numpy(ys).to(device)
     n = xs.shape[0]
     key = {"key": jax.random.key(seed + 2)}
 
@@ -137,13 +192,15 @@ def torch_contender(xs, ys, *, hidden, batch_size, steps, components=10, seed=0)
     def run():
         key["key"], epoch_key = jax.random.split(key["key"])
         for indices in train.shuffled_batches(epoch_key, n, batch_size)[:steps]:
-            index = torch.from_numpy(indices.astype(np.int64))
+            index = torch.from_numpy(indices.astype(np.int64)).to(device)
             loss = nll(xs_t[index], ys_t[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
-    return run, torch.__version__, torch.get_num_threads()
+    return run, f"{torch.__version__} on {device}", torch.get_num_threads()
 
 
 def main(argv=None) -> int:
@@ -155,7 +212,18 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--cases", default="all", help="comma-separated subset of: ref200, ref4096, wide4096"
     )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="batches per timed repeat (default: one epoch)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default="all",
+        help="comma-separated subset of: scan, step-loop, mse-scan, handwritten-scan, "
+        "handwritten-loop, keras, torch (scan, the reference of the ratios, always runs)",
+    )
     args = parser.parse_args(argv)
+    wanted = set(ALL_CONTENDERS if args.contenders == "all" else args.contenders.split(","))
+    wanted.add("scan")
     repeats = args.repeats or (7 if args.full else 3)
     xs, ys = data.image_pairs(data.demo_images(count=5, size=128))
     n = xs.shape[0]
@@ -172,21 +240,27 @@ def main(argv=None) -> int:
         hidden, batch_size = cases[case]
         full_steps = train.steps_per_epoch(n, batch_size)
         steps = full_steps if (args.full or case != "wide4096") else 6
+        steps = min(steps, args.steps or steps)
         contenders, compile_seconds = jax_contenders(
-            xs, ys, hidden=hidden, batch_size=batch_size, steps=steps
+            xs, ys, hidden=hidden, batch_size=batch_size, steps=steps, wanted=wanted
         )
-        torch_run = torch_contender(xs, ys, hidden=hidden, batch_size=batch_size, steps=steps)
+        contenders = {name: run for name, run in contenders.items() if name in wanted}
+        outside, outside_compile = outside_contenders(
+            xs, ys, hidden=hidden, batch_size=batch_size, steps=steps, wanted=wanted
+        )
+        contenders.update(outside)
+        compile_seconds.update(outside_compile)
+        torch_run = None
+        if "torch" in wanted:
+            torch_run = torch_contender(xs, ys, hidden=hidden, batch_size=batch_size, steps=steps)
         torch_note = ""
         if torch_run is not None:
             run, torch_version, threads = torch_run
             run()  # warm-up
             contenders["torch"] = run
             torch_note = f"torch {torch_version}, {threads} threads"
-        else:
-            print(
-                "torch not installed: skipping the PyTorch baseline (pip install torch)",
-                file=sys.stderr,
-            )
+        elif "torch" in wanted:
+            print("no PyTorch baseline (see above, or: pip install torch)", file=sys.stderr)
         times = common.alternate(contenders, repeats=repeats)
         samples = steps * batch_size
         speed = {name: samples / common.median(values) for name, values in times.items()}

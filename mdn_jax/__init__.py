@@ -1,11 +1,18 @@
 """mdn_jax: Mixture Density Networks in JAX.
 
-The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), the network
-(`mdn_jax.model`), training (`mdn_jax.train`) and data (`mdn_jax.data`).
+The public API, re-exported from its modules: mixture math (`mdn_jax.mixture`), the configs
+(`mdn_jax.config`), marginals and calibration (`mdn_jax.marginals`, `mdn_jax.calibration`),
+distrax, numpyro and TFP bridges (`mdn_jax.bridges`), the network (`mdn_jax.model`), training
+(`mdn_jax.train`) and data (`mdn_jax.data`).
 """
 
+from mdn_jax._version import version as _installed_version
+from mdn_jax.bridges import to_distrax, to_numpyro, to_tfp
+from mdn_jax.calibration import calibration_metrics, coverage, crps, pit
+from mdn_jax.config import ModelConfig, TrainConfig
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.discretised import bits_per_channel, discretised_log_prob
+from mdn_jax.marginals import cdf, quantile
 from mdn_jax.mixture import (
     FullMixture,
     JointMixture,
@@ -33,11 +40,11 @@ from mdn_jax.mixture import (
     structure,
     variance,
 )
-from mdn_jax.model import MDN, MDNHead, ModelConfig, apply, head_to_mixture
+from mdn_jax.model import MDN, MDNHead, apply, head_to_mixture
 from mdn_jax.model import init as init_model
-from mdn_jax.train import FitResult, TrainConfig, Trainer, TrainState, evaluate_nll, fit
+from mdn_jax.train import FitResult, Trainer, TrainState, evaluate_nll, fit
 
-__version__ = "0.1.0"
+__version__ = _installed_version()
 
 __all__ = [
     # mixture
@@ -66,6 +73,17 @@ __all__ = [
     "num_components",
     "event_size",
     "batch_shape",
+    # marginals and calibration
+    "cdf",
+    "quantile",
+    "crps",
+    "pit",
+    "coverage",
+    "calibration_metrics",
+    # bridges
+    "to_distrax",
+    "to_numpyro",
+    "to_tfp",
     # discretised
     "discretised_log_prob",
     "bits_per_channel",

@@ -11,17 +11,16 @@ as two items:
   "train_config", "history"}`; `num_samples` (N) is what `fit` used for
   `total_steps = epochs * ceil(N / batch_size)`, so `restore` rebuilds the identical optimiser.
 
-Atomicity: Orbax's `Checkpointer.save` writes everything into `directory/<epoch>.orbax-checkpoint-tmp`
-and finalises it with `AtomicRenameTemporaryPath.finalize`, which writes `commit_success.txt`
-and then renames the temporary directory to `directory/<epoch>` (`os.rename`, atomic on a local
-POSIX filesystem; orbax/checkpoint/_src/path/atomicity.py). A crash before the rename leaves only
-a `*.orbax-checkpoint-tmp` directory, which Orbax's step listing (`path.step.checkpoint_steps`,
-used by `latest_epoch`) never reports as a checkpoint and the next save of that epoch deletes.
-The manager is created with `enable_async_checkpointing=False`, so `save` returns only after
-the rename and after checkpoints older than the newest `keep` have been deleted. A crash while
-Orbax deletes an old checkpoint leaves that (older, never the newest) folder half deleted; the
-next save past `keep` deletes it again. `remove_unfinished` clears temporary directories that
-no later save will replace.
+Atomicity: Orbax writes each save into a temporary directory beside `directory/<epoch>` and
+renames it into place only when every item is written (`os.rename`, atomic on a local POSIX
+filesystem). A crash before the rename leaves only that temporary directory, which Orbax's step
+listing (`orbax.checkpoint.path.step.checkpoint_steps`, used by `latest_epoch`) never reports as
+a checkpoint and the next save of that epoch deletes. The manager is created with
+`enable_async_checkpointing=False`, so `save` returns only after the rename and after
+checkpoints older than the newest `keep` have been deleted. A crash while Orbax deletes an old
+checkpoint leaves that (older, never the newest) folder half deleted; the next save past `keep`
+deletes it again. `remove_unfinished` clears temporary directories that no later save will
+replace.
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from mdn_jax import config as cfg
 from mdn_jax import model as mdl
-from mdn_jax import train
+from mdn_jax import step, train
 
 FORMAT = 1
 
@@ -109,6 +109,10 @@ def remove_unfinished(directory) -> list[Path]:
 
     Only for a directory no other process is saving to: a live save's temporary looks the same.
     """
+    # Orbax's own `CheckpointManagerOptions(cleanup_tmp_directories=True)` (orbax-checkpoint
+    # 0.12.8) starts this cleanup in the background and only the next `save` waits for it; no
+    # public call awaits it or says what it removed. So the temporaries are found by the suffix
+    # Orbax's public `path.step` module names, and removed here, before this returns.
     directory = Path(directory)
     if not directory.is_dir():
         return []
@@ -137,10 +141,8 @@ def save(
     writes each array once and synchronises the processes.
     """
     directory = Path(directory).absolute()
-    if not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be a positive integer, got {keep!r}")
-    if not isinstance(epoch, int) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+    cfg.positive_int("keep", keep)
+    cfg.non_negative_int("epoch", epoch)
     # With several processes each checks here before the manager's creation barrier, so none can
     # see the checkpoint another is about to write.
     latest = latest_epoch(directory)
@@ -149,12 +151,8 @@ def save(
             f"{directory} already has a checkpoint for epoch {latest} and epoch {epoch} "
             "is not newer; save to another directory or delete the later checkpoints"
         )
-    arrays = {
-        "params": state.params,
-        "opt_state": state.opt_state,
-        "step": state.step,
-        "key": jax.random.key_data(state.key),
-    }
+    # {"params", "opt_state", "step", "key"}: the layout `_target` rebuilds for restore.
+    arrays = state._replace(key=jax.random.key_data(state.key))._asdict()
     meta = {
         "format": FORMAT,
         "epoch": epoch,
@@ -185,9 +183,9 @@ def restore(
     The arrays come back on this process's first device, or replicated over `mesh` (which may
     span several processes: then every process calls `restore`).
 
-    The arrays are restored against the structure `fit` would build from the stored configs
-    (`model.init` params; `make_optimizer` + `Trainer.init` optimiser state), so a checkpoint
-    whose arrays do not fit its own configs raises CheckpointError.
+    The arrays are restored into the structure `fit` would build from the stored configs
+    (`jax.eval_shape` of the model's init and the optimiser's init: nothing runs or compiles),
+    so a checkpoint whose arrays do not fit its own configs raises CheckpointError.
     """
     directory = Path(directory).absolute()
     epochs = _epochs(directory)
@@ -200,85 +198,107 @@ def restore(
         )
     where = directory / str(epoch)
     with _quiet(), _manager(directory, create=False) as manager:
-        try:  # a hand-edited or foreign `meta` item: every way it can be wrong ends here
-            meta = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-            if _entry(meta, "format") != FORMAT:
-                raise ValueError(
-                    f"format {meta['format']!r}, but this mdn_jax reads format {FORMAT}; use the "
-                    "mdn_jax version that wrote it"
-                )
-            model_config = mdl.ModelConfig.from_dict(_entry(meta, "model_config"))
-            train_config = train.TrainConfig.from_dict(_entry(meta, "train_config"))
-            num_samples, key_impl = _positive(_entry(meta, "num_samples")), _entry(meta, "key_impl")
-            history = _entry(meta, "history")
-            if _entry(meta, "epoch") != epoch:
-                raise ValueError(
-                    f"it says epoch {meta['epoch']!r} but sits in the folder of epoch {epoch}"
-                )
-            if not isinstance(history, list) or not all(
-                isinstance(record, dict) for record in history
-            ):
-                raise ValueError(
-                    f"history must be a list of per-epoch records, got {str(history)[:40]}"
-                )
-            key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=key_impl)))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise CheckpointError(
-                f"unreadable checkpoint metadata in {where}: {_first_line(error)}"
-            ) from None
-        # Abstract (shape-only) init: no initialiser runs or compiles; the graphdef is the real one.
-        graphdef, params = jax.eval_shape(
-            lambda key: mdl.init(model_config, key=key), jax.random.key(0)
-        )
-        total_steps = train_config.epochs * train.steps_per_epoch(
-            num_samples, train_config.batch_size
-        )
-        trainer = train.Trainer(
-            graphdef, train.make_optimizer(train_config, total_steps=total_steps)
-        )
-        fresh = jax.eval_shape(lambda p: trainer.init(p, key=jax.random.key(0)), params)
-        # Place every array explicitly: without a sharding Orbax reuses the saved one, which pins a
-        # CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
-        placement = (
-            jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            if mesh is None
-            else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        )
-        target = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement),
-            {
-                "params": fresh.params,
-                "opt_state": fresh.opt_state,
-                "step": fresh.step,
-                "key": key_data,
-            },
-        )
+        meta = _read_meta(manager, epoch, where)
+        graphdef, target = _target(meta, mesh)
         # Files cut short, deleted or overwritten surface as any of tensorstore's and Orbax's
         # exception types, so this boundary catches them all and names the folder.
         try:
             stored = _layout(manager.item_metadata(epoch)["state"])
         except Exception as error:
             raise CheckpointError(_damaged(where, error)) from None
-        wanted = _layout(target)
-        if stored != wanted:
-            path = min(set(stored) ^ set(wanted) or {p for p in wanted if stored[p] != wanted[p]})
-            raise CheckpointError(
-                f"checkpoint {where} does not match its stored config (hidden={model_config.hidden}, "
-                f"structure={model_config.structure!r}, clip_norm={train_config.clip_norm}): "
-                f"{path} is {stored.get(path, 'missing')} on disk but {wanted.get(path, 'absent')} "
-                "in the model and optimiser the config builds"
-            )
+        _check_layout(stored, _layout(target), where, meta)
         try:
             arrays = manager.restore(
                 epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
             ).state
         except Exception as error:
             raise CheckpointError(_damaged(where, error)) from None
-    key = jax.random.wrap_key_data(arrays["key"], impl=key_impl)
+    key = jax.random.wrap_key_data(arrays["key"], impl=meta.key_impl)
     state = train.TrainState(arrays["params"], arrays["opt_state"], arrays["step"], key)
+    history = [dict(record) for record in meta.history]
     return Restored(
-        state, graphdef, model_config, train_config, epoch, [dict(r) for r in history], num_samples
+        state, graphdef, meta.model_config, meta.train_config, epoch, history, meta.num_samples
     )
+
+
+class _Meta(NamedTuple):
+    model_config: mdl.ModelConfig
+    train_config: train.TrainConfig
+    num_samples: int
+    key_impl: str
+    history: list
+
+
+def _read_meta(manager: ocp.CheckpointManager, epoch: int, where: Path) -> _Meta:
+    """The `meta` item of `epoch`, checked; CheckpointError naming `where` if it is unusable."""
+    try:  # a hand-edited or foreign `meta` item: every way it can be wrong ends here
+        meta = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        if _entry(meta, "format") != FORMAT:
+            raise ValueError(
+                f"format {meta['format']!r}, but this mdn_jax reads format {FORMAT}; use the "
+                "mdn_jax version that wrote it"
+            )
+        result = _Meta(
+            mdl.ModelConfig.from_dict(_entry(meta, "model_config")),
+            train.TrainConfig.from_dict(_entry(meta, "train_config")),
+            _positive(_entry(meta, "num_samples")),
+            _entry(meta, "key_impl"),
+            _entry(meta, "history"),
+        )
+        if _entry(meta, "epoch") != epoch:
+            raise ValueError(
+                f"it says epoch {meta['epoch']!r} but sits in the folder of epoch {epoch}"
+            )
+        if not isinstance(result.history, list) or not all(
+            isinstance(record, dict) for record in result.history
+        ):
+            raise ValueError(
+                f"history must be a list of per-epoch records, got {str(result.history)[:40]}"
+            )
+        jax.random.key(0, impl=result.key_impl)  # an unknown key implementation fails here
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"unreadable checkpoint metadata in {where}: {_first_line(error)}"
+        ) from None
+    return result
+
+
+def _target(meta: _Meta, mesh: jax.sharding.Mesh | None):
+    """The graphdef, and the shapes, dtypes and placement of the arrays `fit` would train for
+    `meta`'s configs: `jax.eval_shape` of the inits, so no initialiser runs or compiles."""
+    total_steps = meta.train_config.epochs * step.steps_per_epoch(
+        meta.num_samples, meta.train_config.batch_size
+    )
+    optimizer = step.make_optimizer(meta.train_config, total_steps=total_steps)
+
+    def fresh(key):
+        graphdef, params = mdl.init(meta.model_config, key=key)
+        state = step.init_state(params, optimizer, key=key)
+        return graphdef, state._replace(key=jax.random.key_data(key))
+
+    graphdef, state = jax.eval_shape(fresh, jax.random.key(0, impl=meta.key_impl))
+    # Place every array explicitly: without a sharding Orbax reuses the saved one, which pins a
+    # CPU-saved checkpoint to the CPU (and a GPU-saved one fails on CPU).
+    placement = (
+        jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        if mesh is None
+        else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    )
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement), state._asdict()
+    )
+    return graphdef, target
+
+
+def _check_layout(stored: dict, wanted: dict, where: Path, meta: _Meta) -> None:
+    if stored != wanted:
+        path = min(set(stored) ^ set(wanted) or {p for p in wanted if stored[p] != wanted[p]})
+        raise CheckpointError(
+            f"checkpoint {where} does not match its stored config (hidden="
+            f"{meta.model_config.hidden}, structure={meta.model_config.structure!r}, clip_norm="
+            f"{meta.train_config.clip_norm}): {path} is {stored.get(path, 'missing')} on disk but "
+            f"{wanted.get(path, 'absent')} in the model and optimiser the config builds"
+        )
 
 
 def _entry(meta, name: str):
@@ -288,7 +308,7 @@ def _entry(meta, name: str):
 
 
 def _positive(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not cfg.is_positive(value, integer=True):
         raise ValueError(f"expected a positive integer, got {value!r}")
     return value
 

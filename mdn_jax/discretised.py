@@ -9,6 +9,9 @@ of a 1-D Gaussian sum to exactly one. Components combine in log space (logsumexp
 For `full` mixtures the mass of a box under a correlated Gaussian has no closed form; there
 the density at y times the bin volume `w^D` is used (exact as w / sigma -> 0), and the
 function says so in its docstring.
+
+Each structure's bin mass lives with the structure (`mdn_jax.structures`); the 1-D Gaussian bin
+mass they share is `log_bin_mass`.
 """
 
 from __future__ import annotations
@@ -17,14 +20,12 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import log_ndtr
 
 from mdn_jax import mixture as mx
+from mdn_jax import structures
+from mdn_jax.structures import gaussian
 
 EIGHT_BIT = 1.0 / 255.0
-_NARROW = (
-    0.1  # below this width in standard deviations, a corrected midpoint rule is exact to ~1e-7
-)
 
 
 def log_bin_mass(
@@ -37,31 +38,7 @@ def log_bin_mass(
     difference would cancel, by the midpoint rule with its second-order correction.
     Gradients are finite in both regimes (the unused branch gets safe inputs).
     """
-    half = 0.5 * bin_width
-    centred = (
-        y - mean
-    )  # first: exact when y and mean are close, so bin edges stay sharp at tiny scales
-    upper = jnp.where(y + half >= high, jnp.inf, (centred + half) / scale)
-    lower = jnp.where(y - half <= low, -jnp.inf, (centred - half) / scale)
-    flip = lower > 0  # both ends above the mean: use the symmetric lower tail instead
-    hi = jnp.where(flip, -lower, upper)
-    lo = jnp.where(flip, -upper, lower)
-    width = hi - lo
-    narrow = width < _NARROW
-    # Exact branch: log(Phi(hi) - Phi(lo)) = log Phi(hi) + log1p(-exp(log Phi(lo) - log Phi(hi))).
-    lo_safe = jnp.where(narrow, hi - 1.0, lo)
-    log_hi = log_ndtr(hi)
-    exact = log_hi + jnp.log1p(-jnp.exp(log_ndtr(lo_safe) - log_hi))
-    # Narrow branch: w phi(m) (1 + w^2 (m^2 - 1) / 24), m the bin centre in standard units.
-    mid = jnp.where(narrow, 0.5 * (hi + lo), 0.0)
-    w = jnp.where(narrow, width, 1.0)
-    approx = (
-        -0.5 * jnp.square(mid)
-        - 0.5 * math.log(2 * math.pi)
-        + jnp.log(w)
-        + jnp.log1p(jnp.square(w) * (jnp.square(mid) - 1.0) / 24.0)
-    )
-    return jnp.where(narrow, approx, exact)
+    return gaussian.log_bin_mass(y, mean, scale, bin_width=bin_width, low=low, high=high)
 
 
 def discretised_log_prob(
@@ -77,20 +54,9 @@ def discretised_log_prob(
     joint and per_dim: exact bin masses (products over dimensions inside a component).
     full: density at y times `bin_width ** D` (a midpoint approximation; see module docstring).
     """
-    y = jnp.asarray(y)
-    kind = mx.structure(mixture)
-    if kind == "full":
-        return mx.log_prob(mixture, y) + y.shape[-1] * math.log(bin_width)
-    options = dict(bin_width=bin_width, low=low, high=high)
-    if kind == "per_dim":
-        masses = log_bin_mass(
-            y[..., :, None], mixture.means, mixture.scales, **options
-        )  # [..., D, K]
-        return jnp.sum(jax.nn.logsumexp(mx.log_weights(mixture) + masses, axis=-1), axis=-1)
-    masses = jnp.sum(
-        log_bin_mass(y[..., None, :], mixture.means, mixture.scales, **options), axis=-1
-    )  # [..., K]
-    return jax.nn.logsumexp(mx.log_weights(mixture) + masses, axis=-1)
+    return structures.of(mixture).discretised_log_prob(
+        mixture, jnp.asarray(y), bin_width=bin_width, low=low, high=high
+    )
 
 
 def bits_per_channel(mixture: mx.Mixture, y: jax.Array, **options) -> jax.Array:

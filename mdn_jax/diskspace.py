@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import inspect
+import logging
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,22 @@ def is_disk_full(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+class _RepeatsOfTheFullDisk(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" records of a full disk: each of Orbax's
+    writer tasks logs the error `DiskFullError` already reported, with a traceback, whenever its
+    future is collected (often after the one line, at exit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and is_disk_full(error))
+
+
+def _quiet_the_writer_tasks() -> None:
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _RepeatsOfTheFullDisk) for f in logger.filters):
+        logger.addFilter(_RepeatsOfTheFullDisk())
 
 
 def free_space(folder: str | Path) -> str:
@@ -94,6 +111,7 @@ def reports_full_disk(function):
             if not is_disk_full(error):
                 raise
             out = Path(signature.bind(*args, **kwargs).arguments["out"])
+            _quiet_the_writer_tasks()
             _clear_leftovers(out)
             raise explain(out, error) from None
 

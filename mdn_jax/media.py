@@ -1,4 +1,4 @@
-"""Pictures: PNG files, image grids, the training-progress montage GIF and the loss curve.
+"""Pictures: PNG files, image grids, the training-progress montage GIF, the loss curve and the calibration chart.
 
 Every file is written to a temporary name in the same folder and renamed into place, so a
 crash never leaves a half-written image behind; what a killed process leaves is a hidden
@@ -218,3 +218,90 @@ def line_chart(
             )
         draw.text((left + plot_w - 150, top + 6 + 14 * index), name, fill=colour)
     return np.asarray(image, np.float32) / 255.0
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize `[H, W, 3]` (float in [0, 1] or uint8) down to `size = (height, width)`, float `[h, w, 3]`.
+
+    Pillow's Lanczos filter averages every source pixel under its footprint, where taking
+    every n-th pixel would alias fine detail and thin lines into noise.
+    """
+    from PIL import Image
+
+    pixels = np.asarray(image)
+    pixels = pixels if pixels.dtype == np.uint8 else to_uint8(pixels)
+    height, width = size
+    small = Image.fromarray(pixels[..., :3]).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(small, np.float32) / 255.0
+
+
+_GREY, _INK = (120, 120, 120), (20, 20, 20)
+_DIMENSION_COLOURS = [(214, 39, 40), (44, 160, 44), (31, 119, 180), (255, 127, 14)]
+
+
+def calibration_chart(metrics: dict, *, size: tuple[int, int] = (720, 320)) -> np.ndarray:
+    """The PIT histogram and the coverage against the nominal levels, side by side, `[H, W, 3]`.
+
+    `metrics` is `mdn_jax.calibration_metrics`'s dict. Left: PIT bar heights relative to a
+    uniform histogram (1 = calibrated; a U shape is over-confident, a hump under-confident).
+    Right: each level's observed coverage (per dimension in colour, all together in black)
+    against the nominal level, on the diagonal when calibrated.
+    """
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    half = width // 2
+    _pit_panel(draw, metrics, (48, 28, half - 16, height - 36))
+    _coverage_panel(draw, metrics, (half + 48, 28, width - 16, height - 36))
+    return np.asarray(image, np.float32) / 255.0
+
+
+def _pit_panel(draw, metrics: dict, box: tuple[int, int, int, int]) -> None:
+    """Bars per bin and dimension, as a multiple of the uniform count; a line at 1."""
+    left, top, right, bottom = box
+    counts = np.asarray(metrics["pit_histogram"], np.float64)  # [D, bins]
+    relative = counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1.0) * counts.shape[-1]
+    peak = max(2.0, float(np.nanmax(relative)) if relative.size else 2.0)
+    y_of = lambda value: bottom - value / peak * (bottom - top)
+    draw.rectangle([left, top, right, bottom], outline=_GREY)
+    step = (right - left) / max(counts.shape[-1], 1)
+    bar = step / max(counts.shape[0], 1)
+    for d, row in enumerate(relative):
+        for b, value in enumerate(row):
+            x0 = left + b * step + d * bar
+            colour = _DIMENSION_COLOURS[d % len(_DIMENSION_COLOURS)]
+            draw.rectangle([x0 + 1, y_of(value), x0 + bar - 1, bottom], fill=colour)
+    draw.line([left, y_of(1.0), right, y_of(1.0)], fill=_INK, width=1)  # uniform
+    for value in (0.0, 1.0, peak):
+        draw.text((left - 42, y_of(value) - 6), f"{value:.3g}", fill=_INK)
+    draw.text((left, bottom + 6), "0", fill=_INK)
+    draw.text((right - 6, bottom + 6), "1", fill=_INK)
+    draw.text((left + 40, bottom + 18), "PIT (cdf at the observation)", fill=_INK)
+    title = f"PIT histogram, {metrics.get('observations', 0):,} observations"
+    draw.text((left, top - 20), title, fill=_INK)
+
+
+def _coverage_panel(draw, metrics: dict, box: tuple[int, int, int, int]) -> None:
+    """Observed against nominal coverage: per dimension in colour, overall in black."""
+    left, top, right, bottom = box
+    x_of = lambda value: left + value * (right - left)
+    y_of = lambda value: bottom - value * (bottom - top)
+    draw.rectangle([left, top, right, bottom], outline=_GREY)
+    draw.line([x_of(0), y_of(0), x_of(1), y_of(1)], fill=_GREY, width=1)  # calibrated
+    for value in (0.0, 0.5, 1.0):
+        draw.text((left - 40, y_of(value) - 6), f"{value:g}", fill=_INK)
+        draw.text((x_of(value) - 6, bottom + 6), f"{value:g}", fill=_INK)
+    for name, observed in metrics.get("coverage_per_dim", {}).items():
+        for d, value in enumerate(observed):
+            x, y = x_of(float(name)), y_of(value)
+            colour = _DIMENSION_COLOURS[d % len(_DIMENSION_COLOURS)]
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], outline=colour, width=2)
+    for name, value in metrics.get("coverage", {}).items():
+        x, y = x_of(float(name)), y_of(value)
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=_INK)
+        draw.text((x + 8, y - 6), f"{value:.2f}", fill=_INK)
+    draw.text((left + 30, bottom + 18), "nominal central-interval level", fill=_INK)
+    crps = metrics.get("crps_mean", float("nan"))
+    draw.text((left, top - 20), f"coverage; mean CRPS {crps:.4g}", fill=_INK)

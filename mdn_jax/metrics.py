@@ -20,6 +20,7 @@ from mdn_jax import data as dt
 from mdn_jax import discretised as dz
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
+from mdn_jax import structures
 
 
 def psnr(mse) -> np.ndarray:
@@ -88,7 +89,8 @@ def collapse_diagnostics(
       components are used equally on average, 1 when one takes everything.
     - `unused_components`: how many components are the most probable one at no input.
     - `scales_at_floor`: fraction of standard deviations (Cholesky diagonals) within
-      `floor_tolerance` (relative) of the scale floor: sigmas that collapsed onto the floor.
+      `floor_tolerance` (relative) of the scale floor: sigmas that collapsed onto the floor
+      (every value the head floors; see `Structure.floored_scales`).
     For per_dim mixtures weights are averaged over dimensions too.
     """
     weights = jax.nn.softmax(mixture.logits, axis=-1)
@@ -98,10 +100,7 @@ def collapse_diagnostics(
     )
     winners = mx.most_probable_component(mixture).reshape(-1)
     used = jnp.zeros(weights.shape[-1], bool).at[winners].set(True)
-    if mx.structure(mixture) == "full":
-        scales = jnp.diagonal(mixture.scale_tril, axis1=-2, axis2=-1)
-    else:
-        scales = mixture.scales
+    scales = structures.of(mixture).floored_scales(mixture)
     at_floor = jnp.mean(scales <= scale_floor * (1.0 + floor_tolerance))
     return {
         "effective_components": round(float(jnp.exp(entropy)), 4),

@@ -4,7 +4,7 @@ The mesh is `[processes, devices per process]` with axes `("process", "device")`
 devices of process p. With `jax.distributed.initialize()` the same code spans several hosts; XLA
 inserts every collective (the gradient all-reduce), there is no communication code here.
 
-How training lays arrays out on it (see `mdn_jax.train`):
+`Placement` is the one object training asks where its arrays go; how it lays them out:
 
 - params, optimiser state, step and shuffle key: replicated on every device;
 - a batch `[B, ...]`: sharded over both axes, `B / (P * D)` rows per device;
@@ -19,11 +19,13 @@ How training lays arrays out on it (see `mdn_jax.train`):
 from __future__ import annotations
 
 import collections
-import functools
+import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 PROCESS, DEVICE = "process", "device"
@@ -155,29 +157,6 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def gather_from_processes(values, mesh: Mesh) -> np.ndarray:
-    """This process's `values [...]` from every process, as `[P, ...]` on every process.
-
-    A tiny all-gather through XLA (one compiled identity with a replicated output), for host
-    metadata such as share sizes; the identity of one process's values when there is one.
-    """
-    values = np.asarray(values)
-    if mesh.devices.shape[0] == 1:
-        return values[None]
-    spread = jax.make_array_from_process_local_data(
-        NamedSharding(mesh, PartitionSpec(PROCESS)),
-        values[None],
-        (mesh.devices.shape[0],) + values.shape,
-    )
-    return np.asarray(_replicating_identity(mesh)(spread))
-
-
-@functools.lru_cache(maxsize=8)
-def _replicating_identity(mesh: Mesh):
-    """One compiled identity per mesh (its output on every device), not one per call."""
-    return jax.jit(lambda values: values, out_shardings=replicated(mesh))
-
-
 def process_share(num_samples: int) -> np.ndarray:
     """Row indices of `range(num_samples)` that this process trains on: every P-th, from its index.
 
@@ -210,3 +189,111 @@ def put_batch_indices(batch_indices: np.ndarray, mesh: Mesh) -> jax.Array:
         local_part,
         (local_part.shape[0], mesh.devices.shape[0], local_part.shape[2]),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where training's arrays live, built once per run: `mesh` None is one device (no mesh, no
+    sharding annotation: exactly the single-device program), else the data-parallel mesh.
+
+    Host side it places the state, data and batch indices and gathers host values from every
+    process; inside compiled code it gathers and pins batches and pins the replicated outputs.
+    Hashable, so compiled functions can close over it.
+    """
+
+    mesh: Mesh | None = None
+
+    @classmethod
+    def build(cls, devices: int | None = None, *, batch_size: int) -> Placement:
+        """Over `devices` devices (None: all); refuses a batch that does not split over them."""
+        mesh = data_mesh(devices)
+        check_batch_size(batch_size, mesh.devices.size)
+        return cls(mesh if mesh.devices.size > 1 else None)
+
+    @property
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.devices.size
+
+    @property
+    def processes(self) -> int:
+        return 1 if self.mesh is None else self.mesh.devices.shape[0]
+
+    def describe(self) -> str:
+        return f"1 {describe_platform()} device" if self.mesh is None else describe(self.mesh)
+
+    # Host side.
+
+    def put_state(self, tree: Any) -> Any:
+        """New arrays for `tree` (equal on every process): compiled epochs donate them, so the
+        caller's stay valid."""
+        if self.mesh is None:
+            return jax.tree_util.tree_map(jnp.copy, tree)
+        return replicate(tree, self.mesh)
+
+    def put_data(self, rows: np.ndarray, *, max_rows: int) -> jax.Array:
+        """This process's share `rows [N_p, F]` of the training pairs (see the module docstring)."""
+        if self.mesh is None:
+            return jax.device_put(rows)
+        return put_training_data(rows, self.mesh, max_rows=max_rows)
+
+    def put_batch_indices(self, batch_indices: np.ndarray):
+        """This process's `[num_batches, B / P]` indices into its share."""
+        if self.mesh is None:
+            return batch_indices
+        return put_batch_indices(batch_indices, self.mesh)
+
+    def gather(self, values) -> np.ndarray:
+        """This process's `values [...]` from every process, as `[P, ...]` on every process."""
+        if self.processes == 1:
+            return np.asarray(values)[None]
+        return np.asarray(multihost_utils.process_allgather(np.asarray(values)))
+
+    def normalisation(self, xs: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-feature `(mean, std)` of the inputs of every process, each holding its share
+        `xs [N_p, in]` (std 1 where a feature is constant)."""
+        xs = np.asarray(xs, np.float64)
+        if self.processes == 1:
+            mean, std = xs.mean(axis=0), xs.std(axis=0)
+        else:
+            moments = self.gather(
+                np.concatenate([[xs.shape[0]], xs.mean(0), xs.var(0)]).astype(np.float32)
+            ).astype(np.float64)  # [P, 1 + 2 * in]: count, means, variances
+            counts, means, variances = np.split(moments, [1, 1 + xs.shape[1]], axis=1)
+            mean = (counts * means).sum(0) / counts.sum()
+            std = np.sqrt((counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum())
+        std = np.where(std > 0, std, 1.0)
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+    def shuffle_key(self, key: jax.Array) -> jax.Array:
+        """The key this process shuffles its own share with (`key` itself with one process)."""
+        if self.processes == 1:
+            return key
+        return jax.random.fold_in(local(key), jax.process_index())
+
+    # Inside compiled code.
+
+    def take(self, data: jax.Array, indices: jax.Array) -> jax.Array:
+        """The rows of one batch, `[B, F]`, sharded over the devices when there are several.
+
+        One process: `data [N, F]`, `indices [B]`. P processes: each process's share
+        `data [P, N_max, F]` and `indices [P, B / P]` into it, so every device gathers from the
+        share it holds (no data crosses devices); the result is the processes' rows in order.
+        """
+        if indices.ndim == 1:
+            batch = data[indices]
+        else:
+            batch = jax.vmap(lambda share, rows: share[rows])(data, indices).reshape(
+                (-1,) + data.shape[2:]
+            )
+        return self.pin_batch(batch)
+
+    def pin_batch(self, batch: jax.Array) -> jax.Array:
+        if self.mesh is None:
+            return batch
+        return jax.lax.with_sharding_constraint(batch, batch_sharding(self.mesh))
+
+    def pin_replicated(self, tree: Any) -> Any:
+        """Outputs on every device, so the next epoch's (donated) inputs match them."""
+        if self.mesh is None:
+            return tree
+        return jax.lax.with_sharding_constraint(tree, replicated(self.mesh))

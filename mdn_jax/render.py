@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdn_jax import config as cfg
 from mdn_jax import guards, parallel
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
@@ -320,8 +321,7 @@ def _check(
         ("pixels_per_chunk", pixels_per_chunk),
         ("num_samples", num_samples),
     ):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        cfg.positive_int(name, value)
     if height * width >= 2**31:
         raise ValueError(
             f"{height}x{width} has more pixels than this renderer indexes (2^31); render tiles"

@@ -107,6 +107,18 @@ def test_resume_equals_uninterrupted_training(interrupted):
     _assert_bitwise_equal(_host(resumed.state), _host(straight.state))
 
 
+def test_restore_builds_no_trainer(interrupted, monkeypatch):
+    """The target structure comes from jax.eval_shape of the inits, not from a Trainer."""
+    directory, _, saved = interrupted
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("restore built a Trainer")
+
+    monkeypatch.setattr(train.Trainer, "__init__", refuse)
+    restored = checkpoint.restore(directory, epoch=2)
+    _assert_bitwise_equal(_host(restored.state), saved[2][0])
+
+
 def _save(directory, state, epoch, **kwargs):
     kwargs = {"model_config": MODEL, "train_config": TRAIN, "num_samples": 200, **kwargs}
     return checkpoint.save(directory, state=state, epoch=epoch, **kwargs)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import mdn_jax
-from mdn_jax import checkpoint, cli, data, media, pictures, render, runlock, signals, train
+from mdn_jax import checkpoint, cli, data, media, render, runlock, safe_outputs, signals, train
 
 TINY = ["--hidden", "16,16", "--components", "2", "--batch-size", "32", "--no-progress"]
 _NOISE = re.compile(r"^(WARNING:|[WIEF]\d{4} |An NVIDIA GPU may be present|.*absl::InitializeLog)")
@@ -157,7 +157,7 @@ def test_second_writer_is_refused_render_reads_while_training_and_sigterm_saves(
     assert f"interrupted: checkpoint saved at epoch {stopped}; continue with --resume" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["interrupted"] and metrics["epochs"] == stopped
-    assert all((run / name).is_file() for name in pictures.NAMES)
+    assert all((run / name).is_file() for name in safe_outputs.NAMES)
     assert not (run / runlock.LOCK_NAME).exists()
 
 
@@ -355,7 +355,7 @@ def test_a_picture_that_cannot_be_made_is_skipped_with_one_line_and_exit_4(root,
     assert lines[0].startswith("mdn-jax: warning: montage.gif skipped: ") and "saved" in lines[0]
     assert json.loads((run / "metrics.json").read_text())["skipped_pictures"] == ["montage.gif"]
     assert not (run / "montage.gif").exists()
-    assert all((run / name).is_file() for name in pictures.NAMES if name != "montage.gif")
+    assert all((run / name).is_file() for name in safe_outputs.NAMES if name != "montage.gif")
 
 
 def test_a_montage_wider_than_a_gif_is_shrunk_with_one_line(tmp_path, capsys):
@@ -363,7 +363,7 @@ def test_a_montage_wider_than_a_gif_is_shrunk_with_one_line(tmp_path, capsys):
         media.save_png(
             tmp_path / "frames" / f"epoch_{epoch:05d}.png", np.full((3, 70000, 3), 0.3 * epoch)
         )
-    pictures._montage(tmp_path)
+    safe_outputs._montage(tmp_path)
     warning = capsys.readouterr().err.strip().splitlines()
     assert len(warning) == 1 and "montage.gif shrunk 2x" in warning[0] and "65535" in warning[0]
     assert iio.imread(tmp_path / "montage.gif", index=None).shape == (2, 2, 35000, 3)

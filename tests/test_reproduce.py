@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_cli import _main  # cli.main in-process: (exit code, stdout, stderr)
 
-from mdn_jax import reproduce
+from mdn_jax import reproduce_report
 
 TINY = ["--size", "16x16", "--no-progress", "--only", "one_image_k1,two_images_k1"]
 
@@ -88,7 +88,7 @@ def test_findings_say_yes_only_when_the_numbers_agree():
         "joint_k10": _metrics(3.5, -9.0, [24.0] * 5),
         "fourier": _metrics(3.2, -9.5, [26.0] * 5),
     }
-    lines = reproduce._findings(good)
+    lines = reproduce_report.findings(good)
     assert all(line.endswith("**yes**") for line in lines), lines
     assert "`fourier`" in lines[-1]  # the best by bits per channel
     bad = dict(
@@ -96,7 +96,7 @@ def test_findings_say_yes_only_when_the_numbers_agree():
         two_images_k10=_metrics(4.1, -5.0, [30.0, 31.0]),
         fourier=_metrics(3.6, -9.5, [24.9] * 5),
     )
-    verdicts = [line.rsplit(" ", 1)[-1] for line in reproduce._findings(bad)]
+    verdicts = [line.rsplit(" ", 1)[-1] for line in reproduce_report.findings(bad)]
     assert verdicts == [
         "**no**",
         "**yes**",

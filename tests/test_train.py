@@ -89,6 +89,24 @@ def test_fit_records_input_normalisation_and_runs_callbacks():
     np.testing.assert_allclose(result.model_config.input_scale, (xs * 10 + 3).std(0), rtol=1e-4)
 
 
+def test_callback_mappings_join_the_one_history_record_of_each_epoch():
+    xs, ys = _toy(200)
+    seen = []
+    result = train.fit(
+        xs,
+        ys,
+        model_config=model.ModelConfig(in_features=2, out_features=2, hidden=(8,)),
+        train_config=train.TrainConfig(epochs=2, batch_size=50),
+        callbacks=[
+            lambda report: {"double_epoch": 2 * report.epoch},
+            lambda report: seen.append(dict(report.record)),
+        ],
+    )
+    assert [record["double_epoch"] for record in seen] == [2, 4]  # later callbacks see it
+    assert result.history == seen  # and the history holds that same record, once per epoch
+    assert list(seen[0]) == ["epoch", "loss", "seconds", "samples_per_second", "double_epoch"]
+
+
 @pytest.mark.parametrize(
     "xs, ys, message",
     [

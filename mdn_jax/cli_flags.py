@@ -1,0 +1,240 @@
+"""The `mdn-jax` command's argument types and the flags its training subcommands share.
+
+Choices and defaults come from `mdn_jax.config`, so the flags cannot drift from the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mdn_jax import config as cfg
+
+MODEL = cfg.ModelConfig()  # the library's defaults, which the flags' defaults are
+TRAIN = cfg.TrainConfig()
+
+
+def number(convert, *, allow_zero: bool):
+    """An argparse type: `convert` (int or float) of a positive (or non-negative) finite value."""
+    words = ("a non-negative " if allow_zero else "a positive ") + (
+        "integer" if convert is int else "number"
+    )
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if not cfg.is_positive(value, allow_zero=allow_zero):
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text}")
+        return value
+
+    return parse
+
+
+def short(number: float) -> str:
+    """A number as a person writes it in help text: 0.001 as 1e-3, 10.0 as 10."""
+    mantissa, exponent = f"{number:e}".split("e")
+    if -3 < int(exponent) < 3:
+        return f"{number:g}"
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+positive_int = number(int, allow_zero=False)
+non_negative_int = number(int, allow_zero=True)
+positive_float = number(float, allow_zero=False)
+non_negative_float = number(float, allow_zero=True)
+
+
+def size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        if len(parts) > 2:
+            raise ValueError(text)
+        height, width = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"expected positive HxW such as 128x128, got {text!r}")
+    return height, width
+
+
+def hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated widths such as 100,100,50, got {text!r}"
+        ) from None
+    if not widths or any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(
+            f"expected positive comma-separated widths such as 100,100,50, got {text!r}"
+        )
+    return widths
+
+
+def add_training_flags(parser: argparse.ArgumentParser, *, epochs: int, frame_every: int) -> None:
+    """The flags of every training subcommand (demo, train), in their --help order."""
+    _add_model_shape_flags(parser)
+    _add_optimiser_flags(parser, epochs=epochs)
+    _add_model_detail_flags(parser)
+    _add_placement_flags(parser)
+    _add_run_folder_flags(parser, frame_every=frame_every)
+
+
+def _add_model_shape_flags(parser: argparse.ArgumentParser) -> None:
+    """The mixture and the trunk: K, structure, widths."""
+    parser.add_argument(
+        "--components",
+        type=positive_int,
+        default=MODEL.components,
+        help=f"mixture components K (default {MODEL.components})",
+    )
+    parser.add_argument(
+        "--structure",
+        choices=cfg.STRUCTURES,
+        default=MODEL.structure,
+        help="joint: shared weights, diagonal (default); per_dim: a mixture per channel; "
+        "full: full covariance",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=hidden,
+        default=cfg.REFERENCE_TRUNK,
+        help=f"trunk widths (default {','.join(map(str, cfg.REFERENCE_TRUNK))})",
+    )
+
+
+def _add_optimiser_flags(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    """Optimisation: epochs, batch, learning rate and schedule, loss, non-finite policy, clipping."""
+    parser.add_argument(
+        "--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=TRAIN.batch_size,
+        help=f"batch size (default {TRAIN.batch_size})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=TRAIN.learning_rate,
+        help=f"Adam learning rate (default {short(TRAIN.learning_rate)})",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=cfg.SCHEDULES,
+        default=TRAIN.schedule,
+        help=f"learning-rate schedule (default {TRAIN.schedule})",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=cfg.LOSSES,
+        default=TRAIN.loss,
+        help="nll: continuous likelihood (default); discretised: mass of each colour's 8-bit bin",
+    )
+    parser.add_argument(
+        "--on-nonfinite",
+        choices=cfg.ON_NONFINITE,
+        default=TRAIN.on_nonfinite,
+        help="a NaN/inf loss or gradient is never applied; stop (default) ends training with "
+        "a message, skip carries on and counts skipped steps",
+    )
+    parser.add_argument(
+        "--clip-norm",
+        type=positive_float,
+        default=TRAIN.clip_norm,
+        help="clip gradients to this global norm",
+    )
+
+
+def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
+    """The rest of the model: scale floor, Fourier encoding, initialisation, seed, dtype."""
+    parser.add_argument(
+        "--scale-floor",
+        type=positive_float,
+        default=cfg.IMAGE_SCALE_FLOOR,
+        help=f"smallest standard deviation (default {cfg.IMAGE_SCALE_FLOOR:g}, ~2.5/255)",
+    )
+    parser.add_argument(
+        "--fourier-features",
+        type=non_negative_int,
+        default=MODEL.fourier_features,
+        help="random Fourier features of the position (0: raw positions, the default)",
+    )
+    parser.add_argument(
+        "--fourier-scale",
+        type=positive_float,
+        default=MODEL.fourier_scale,
+        help=f"standard deviation of the Fourier frequencies (default {MODEL.fourier_scale:g})",
+    )
+    parser.add_argument(
+        "--init",
+        choices=("random", "spread"),
+        default="random",
+        help="random: the usual initialisation (default); spread: component means start on "
+        "colours spread over the images and the head starts small (see docs/reproduce)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=TRAIN.seed,
+        help=f"random seed (default {TRAIN.seed})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=cfg.DTYPES,
+        default=MODEL.dtype,
+        help="compute dtype of the trunk's matrix products; bfloat16 keeps params, optimiser "
+        f"state and the likelihood in float32 (default {MODEL.dtype})",
+    )
+
+
+def _add_placement_flags(parser: argparse.ArgumentParser) -> None:
+    """Where training runs: devices, and the processes of a multi-process run."""
+    parser.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="data parallel over this many devices (default: all; the batch size must be a "
+        "multiple); with several processes, the total over all of them",
+    )
+    cluster = parser.add_argument_group("several processes (see README: Several devices and hosts)")
+    cluster.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run: jax.distributed.initialize() from the cluster's "
+        "environment (SLURM, Open MPI, TPU pods), or from the three flags below",
+    )
+    cluster.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        default=None,
+        help="address of process 0 (implies --distributed)",
+    )
+    cluster.add_argument(
+        "--num-processes", type=positive_int, default=None, help="processes in all"
+    )
+    cluster.add_argument(
+        "--process-id", type=non_negative_int, default=None, help="this process's index, 0-based"
+    )
+
+
+def _add_run_folder_flags(parser: argparse.ArgumentParser, *, frame_every: int) -> None:
+    """The run folder: frames, checkpoints, resume, progress."""
+    parser.add_argument(
+        "--frame-every",
+        type=non_negative_int,
+        default=frame_every,
+        help=f"epochs between montage frames (default {frame_every})",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=25,
+        help="epochs between checkpoints (default 25; one is always written at the end)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --out"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,0 +1,267 @@
+"""The configs: frozen, validated, JSON-serialisable dataclasses for the model and for training.
+
+Every choice list and default lives here once; the model, the trainer and the command line
+(`mdn_jax.cli`) read them from here. Each field names its validator in its metadata (`_field`),
+and `_Config` runs them, so a new field is one line; checks that relate several fields sit in
+the config's `_check`. Plain Python only (no JAX): the CLI imports this to build its parser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+# The reference example's trunk, Bishop-style: five layers of 100 and one of 50.
+REFERENCE_TRUNK = (100, 100, 100, 100, 100, 50)
+# The smallest standard deviation of image models, about 2.5/255 of a colour channel.
+IMAGE_SCALE_FLOOR = 0.01
+
+STRUCTURES = ("joint", "per_dim", "full")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "softplus", "elu")  # names in jax.nn
+MEAN_ACTIVATIONS = ("none", "sigmoid")
+DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+LOSSES = ("nll", "discretised")
+ON_NONFINITE = ("stop", "skip")
+# The keyword arguments of `model.head_to_mixture` (and of `MDNHead`), in that order.
+HEAD_OPTIONS = ("structure", "components", "out_features", "scale_floor", "mean_activation")
+
+Check = Callable[[str, Any], None]  # check(field name, value): raise ValueError or return
+
+
+# ---------------------------------------------------------------------------------------------
+# Field validators, shared by the configs, the CLI's argument types and the other modules.
+
+
+def is_positive(value: Any, *, integer: bool = False, allow_zero: bool = False) -> bool:
+    """Whether `value` is a finite number > 0 (>= 0 with allow_zero); an integer if asked.
+
+    Python and numpy scalars count; bools do not (True is no batch size).
+    """
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return False  # (integers are finite; math.isfinite would overflow on huge ones)
+    return bool(value >= 0 if allow_zero else value > 0)
+
+
+def positive_int(name: str, value: Any) -> None:
+    if not is_positive(value, integer=True):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def non_negative_int(name: str, value: Any) -> None:
+    if not is_positive(value, integer=True, allow_zero=True):
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def positive_number(name: str, value: Any) -> None:
+    if not is_positive(value):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def positive_number_or_none(name: str, value: Any) -> None:
+    if value is not None and not is_positive(value):
+        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+
+
+def one_of(choices: Sequence[str], *, quoted: bool = False) -> Check:
+    """A check that the value is one of `choices` ("one of a, b" or, quoted, "'a' or 'b'")."""
+    listed = " or ".join(map(repr, choices)) if quoted else "one of " + ", ".join(choices)
+
+    def check(name: str, value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"{name} must be {listed}, got {value!r}")
+
+    return check
+
+
+def _positive_widths(name: str, widths: Sequence[Any]) -> None:
+    for width in widths:
+        positive_int("every hidden width", width)
+
+
+def _field(default: Any, check: Check | None = None) -> Any:
+    """A dataclass field with a default and the validator `_Config` runs on it."""
+    return dataclasses.field(default=default, metadata={"check": check} if check else {})
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones, so a config always serialises to JSON."""
+    if isinstance(value, (bool, int, float)) or not isinstance(value, numbers.Real):
+        return value  # a bool stays a bool, to be refused as one
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+class _Config:
+    """What both configs share: field validation, the JSON round trip, unknown-key errors."""
+
+    _KIND: ClassVar[str]  # "model" or "train", for error messages
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _plain(getattr(self, field.name)))
+        self.check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        self._check()
+
+    @classmethod
+    def check_fields(cls, values: dict[str, Any]) -> None:
+        """Run each named field's validator on its value (a subset of the fields is fine)."""
+        for field in dataclasses.fields(cls):
+            if field.name in values and "check" in field.metadata:
+                field.metadata["check"](field.name, values[field.name])
+
+    def _check(self) -> None:
+        """Checks across fields, after every field passed its own."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(
+                f"{cls._KIND} config has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# The configs.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig(_Config):
+    """Everything that defines the network; JSON-serialisable via `to_dict`/`from_dict`.
+
+    Attributes:
+      in_features: size of an input vector x `[..., in_features]`.
+      out_features: D, size of an output vector y `[..., D]`.
+      hidden: widths of the trunk's hidden layers (reference: 100,100,100,100,100,50).
+      activation: trunk non-linearity, one of `ACTIVATIONS`.
+      components: K, number of mixture components.
+      structure: 'joint' (default, Bishop), 'per_dim' (the reference example) or 'full'.
+      scale_floor: smallest standard deviation (and Cholesky diagonal) the head can output;
+        scales are `softplus(raw) + scale_floor`, smooth and strictly positive.
+      mean_activation: 'none' (unbounded means) or 'sigmoid' (means in (0, 1)).
+      input_offset, input_scale: input normalisation `(x - offset) / scale`, applied inside
+        the model so every later use (training, rendering) maps inputs the same way; `None`
+        means identity.
+      fourier_features: m > 0 encodes the normalised input x as `[sin(2 pi x B), cos(2 pi x B)]`
+        with a fixed random `B [in_features, m]` of standard deviation `fourier_scale`
+        (random Fourier features, Tancik et al. 2020): coordinate MLPs on raw inputs are
+        blurry, this lets them learn sharp edges. 0 (default) feeds x as it is.
+      fourier_scale: standard deviation of B, in cycles per unit of normalised input.
+      fourier_seed: seeds B (numpy, fixed at build time, so it is part of the config, not params).
+      dtype: compute dtype of the trunk's matrix products, 'float32' (default) or 'bfloat16'
+        (mixed precision: params, gradients and optimiser state stay float32; inputs, the
+        Fourier encoding, the head and the mixture likelihood are float32 too).
+      mean_init: optional initial component means, K rows of D values (for per_dim, row k
+        gives component k of every dimension): written into the head's bias so that training
+        starts with the components spread over the data (see `spread_means`). None: the
+        usual random initialisation.
+      head_init_scale: multiplies the head's initial weights; below 1 the head starts close
+        to its bias (uniform weights, the `mean_init` means) and grows from there.
+    """
+
+    _KIND: ClassVar[str] = "model"
+
+    in_features: int = _field(2, positive_int)
+    out_features: int = _field(3, positive_int)
+    hidden: tuple[int, ...] = _field(REFERENCE_TRUNK, _positive_widths)
+    activation: str = _field("relu", one_of(ACTIVATIONS))
+    components: int = _field(10, positive_int)
+    structure: str = _field("joint", one_of(STRUCTURES))
+    scale_floor: float = _field(1e-3, positive_number)
+    mean_activation: str = _field("none", one_of(MEAN_ACTIVATIONS, quoted=True))
+    input_offset: tuple[float, ...] | None = None
+    input_scale: tuple[float, ...] | None = None
+    fourier_features: int = _field(0, non_negative_int)
+    fourier_scale: float = _field(10.0, positive_number)
+    fourier_seed: int = _field(0, non_negative_int)
+    dtype: str = _field("float32", one_of(DTYPES))
+    mean_init: tuple[tuple[float, ...], ...] | None = None
+    head_init_scale: float = _field(1.0, positive_number)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.mean_init is not None:
+            try:
+                rows = tuple(tuple(float(v) for v in row) for row in self.mean_init)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"mean_init must be {self.components} rows of {self.out_features} numbers, "
+                    f"got {self.mean_init!r}"
+                ) from None
+            object.__setattr__(self, "mean_init", rows)
+        for name in ("input_offset", "input_scale"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+        super().__post_init__()
+
+    def _check(self) -> None:
+        for name in ("input_offset", "input_scale"):
+            value = getattr(self, name)
+            if value is not None:
+                if len(value) != self.in_features:
+                    raise ValueError(
+                        f"{name} needs {self.in_features} values (one per input), got {len(value)}"
+                    )
+                if not all(math.isfinite(v) for v in value):
+                    raise ValueError(f"{name} must be finite, got {value}")
+        if self.input_scale is not None and any(v <= 0 for v in self.input_scale):
+            raise ValueError(f"input_scale must be positive, got {self.input_scale}")
+        if self.mean_init is not None:
+            self._check_mean_init()
+
+    def _check_mean_init(self) -> None:
+        lengths = sorted({len(row) for row in self.mean_init})
+        if (len(self.mean_init), *lengths) != (self.components, self.out_features):
+            raise ValueError(
+                f"mean_init must be {self.components} rows (components) of {self.out_features} "
+                f"values (outputs), got {len(self.mean_init)} rows of lengths {lengths}"
+            )
+        if not all(math.isfinite(v) for row in self.mean_init for v in row):
+            raise ValueError("mean_init must be finite")
+        if self.mean_activation == "sigmoid" and not all(
+            0 < v < 1 for row in self.mean_init for v in row
+        ):
+            raise ValueError("mean_init must lie in (0, 1) with mean_activation='sigmoid'")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(_Config):
+    """Optimisation settings; JSON-serialisable via `to_dict`/`from_dict`.
+
+    Attributes:
+      epochs: passes over the data.
+      batch_size: samples per step.
+      learning_rate: Adam's peak learning rate.
+      schedule: 'constant', 'cosine' (decay to 0 over all steps) or 'warmup_cosine'
+        (5% linear warm-up, then cosine decay).
+      clip_norm: clip gradients to this global norm; None for no clipping.
+      seed: seeds initialisation and the shuffle.
+      loss: 'nll' (continuous negative log-likelihood) or 'discretised' (the mass of each
+        target's 8-bit bin, for colours in [0, 1]; see mdn_jax.discretised).
+      on_nonfinite: a step whose loss or gradient is not finite is never applied; 'stop'
+        (default) then raises NonFiniteError after that epoch, naming the epoch and step;
+        'skip' carries on and counts the skipped steps in the history ('skipped_steps').
+    """
+
+    _KIND: ClassVar[str] = "train"
+
+    epochs: int = _field(100, positive_int)
+    batch_size: int = _field(200, positive_int)
+    learning_rate: float = _field(1e-3, positive_number)
+    schedule: str = _field("constant", one_of(SCHEDULES))
+    clip_norm: float | None = _field(None, positive_number_or_none)
+    seed: int = _field(0, non_negative_int)
+    loss: str = _field("nll", one_of(LOSSES))
+    on_nonfinite: str = _field("stop", one_of(ON_NONFINITE, quoted=True))

@@ -1,0 +1,93 @@
+"""`mdn-jax train --config RUN/config.json`: repeat a run's settings, explicit flags winning.
+
+A run folder's config.json is turned back into the command-line flags that produce it, and
+those flags are placed before the user's own: argparse keeps the last value it sees for a flag,
+so every flag given on the command line overrides the file's. Without IMAGE_OR_FOLDER
+arguments the run's own image files are used. What belongs to the machine rather than to the
+run (devices, processes, the progress bar) is not repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# config.json section and key -> the train flag that sets it.
+_FLAGS = {
+    ("model", "components"): "--components",
+    ("model", "structure"): "--structure",
+    ("model", "scale_floor"): "--scale-floor",
+    ("model", "fourier_features"): "--fourier-features",
+    ("model", "fourier_scale"): "--fourier-scale",
+    ("model", "dtype"): "--dtype",
+    ("train", "epochs"): "--epochs",
+    ("train", "batch_size"): "--batch-size",
+    ("train", "learning_rate"): "--lr",
+    ("train", "schedule"): "--schedule",
+    ("train", "clip_norm"): "--clip-norm",
+    ("train", "seed"): "--seed",
+    ("train", "loss"): "--loss",
+    ("train", "on_nonfinite"): "--on-nonfinite",
+    ("run", "frame_every"): "--frame-every",
+    ("run", "checkpoint_every"): "--checkpoint-every",
+}
+
+
+def read_config(path: str | Path) -> dict:
+    """The parsed config.json of a run folder (ValueError, one line, if it is not one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(
+            f"--config {path}: {error.strerror or error}; pass a run folder's config.json"
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"--config {path} is not JSON; pass a run folder's config.json") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ValueError(f"--config {path} has no model settings; pass a run folder's config.json")
+    return config
+
+
+def config_flags(config: dict) -> list[str]:
+    """The train flags that repeat `config`'s settings, e.g. ['--components', '10', ...]."""
+    flags = []
+    for (section, key), flag in _FLAGS.items():
+        value = (config.get(section) or {}).get(key)
+        if value is not None and not isinstance(value, (dict, list)):
+            flags += [flag, str(value)]
+    model = config["model"]
+    if model.get("hidden"):
+        flags += ["--hidden", ",".join(str(width) for width in model["hidden"])]
+    if model.get("mean_init") is not None:  # spread means are recomputed from the same images
+        flags += ["--init", "spread"]
+    data = config.get("data") or {}
+    if isinstance(data.get("height"), int) and isinstance(data.get("width"), int):
+        flags += ["--size", f"{data['height']}x{data['width']}"]
+    return flags
+
+
+def config_inputs(config: dict, path: str | Path) -> list[str]:
+    """The image files the run trained on (ValueError, one line, for a demo run or none)."""
+    sources = (config.get("data") or {}).get("source")
+    if not isinstance(sources, list) or not sources:
+        raise ValueError(
+            f"--config {path} names no image files (a demo run?); give IMAGE_OR_FOLDER "
+            "arguments, or repeat a demo with mdn-jax demo"
+        )
+    return [str(source) for source in sources]
+
+
+def with_config(
+    parser: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace
+) -> argparse.Namespace:
+    """Parse `argv` (starting with 'train') again with `args.config`'s flags placed first."""
+    config = read_config(args.config)
+    position = argv.index("train") + 1
+    repeated = parser.parse_args(argv[:position] + config_flags(config) + argv[position:])
+    if not repeated.inputs:
+        repeated.inputs = config_inputs(config, args.config)
+    return repeated

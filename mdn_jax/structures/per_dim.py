@@ -1,0 +1,158 @@
+"""The `per_dim` structure (the reference example's): an independent K-component 1-D Gaussian
+mixture for each of the D dimensions. logits, means and scales all `[..., D, K]`."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdn_jax import guards
+from mdn_jax.structures import shared
+from mdn_jax.structures.gaussian import check_shapes, log_bin_mass, normal_log_prob
+from mdn_jax.structures.spec import Structure
+
+
+class PerDimMixture(NamedTuple):
+    """An independent K-component 1-D Gaussian mixture for each of the D dimensions."""
+
+    logits: jax.Array  # [..., D, K]
+    means: jax.Array  # [..., D, K]
+    scales: jax.Array  # [..., D, K]
+
+
+def per_dim(logits, means, scales) -> PerDimMixture:
+    """Independent per-dimension mixtures: logits, means and scales all `[..., D, K]`."""
+    logits, means, scales = map(jnp.asarray, (logits, means, scales))
+    check_shapes("per_dim", logits.shape, means.shape, scales.shape)
+    guards.check_scales("per_dim", scales)
+    return PerDimMixture(logits, means, scales)
+
+
+def event_size(mixture: PerDimMixture) -> int:
+    return mixture.logits.shape[-2]
+
+
+def batch_shape(mixture: PerDimMixture) -> tuple[int, ...]:
+    return mixture.logits.shape[:-2]
+
+
+def component_log_probs(mixture: PerDimMixture, y: jax.Array) -> jax.Array:
+    """`[..., D, K]`: each dimension's components' log densities of `y [..., D]`."""
+    return normal_log_prob(y[..., :, None], mixture.means, mixture.scales)
+
+
+def log_prob(mixture: PerDimMixture, y: jax.Array) -> jax.Array:
+    joint_lp = jax.nn.log_softmax(mixture.logits, axis=-1) + component_log_probs(mixture, y)
+    lp = jax.nn.logsumexp(joint_lp, axis=-1)  # over K: [..., D]
+    return jnp.sum(lp, axis=-1)  # independent dimensions: over D
+
+
+def component_means(mixture: PerDimMixture) -> jax.Array:
+    return jnp.swapaxes(mixture.means, -1, -2)
+
+
+def component_variances(mixture: PerDimMixture) -> jax.Array:
+    return jnp.swapaxes(jnp.square(mixture.scales), -1, -2)
+
+
+def mean(mixture: PerDimMixture) -> jax.Array:
+    weights = jax.nn.softmax(mixture.logits, axis=-1)
+    return jnp.einsum("...dk,...dk->...d", weights, mixture.means)  # over K
+
+
+def variance(mixture: PerDimMixture) -> jax.Array:
+    """Law of total variance per dimension, written around the mean (see `shared.variance`)."""
+    weights = jax.nn.softmax(mixture.logits, axis=-1)
+    centred = mixture.means - mean(mixture)[..., None]
+    return jnp.sum(weights * (jnp.square(mixture.scales) + jnp.square(centred)), axis=-1)
+
+
+def most_probable_component(mixture: PerDimMixture) -> jax.Array:
+    """The weights summed over the D dimensions first, as the reference example does."""
+    return jnp.argmax(jnp.sum(jax.nn.softmax(mixture.logits, axis=-1), axis=-2), axis=-1)
+
+
+def sample(key, mixture: PerDimMixture, *, sample_shape, temperature, sigma_temperature):
+    """The component is drawn independently for each dimension."""
+    one_hot, noise_key = shared.draw_components(
+        key,
+        mixture.logits,
+        sample_shape=sample_shape,
+        temperature=temperature,
+        dtype=mixture.means.dtype,
+    )  # sample_shape + [..., D, K]
+    loc = jnp.sum(one_hot * mixture.means, axis=-1)
+    scale = jnp.sum(one_hot * mixture.scales, axis=-1)
+    noise = jax.random.normal(noise_key, loc.shape, dtype=loc.dtype)
+    return loc + sigma_temperature * scale * noise
+
+
+def entropy_of_weights(mixture: PerDimMixture) -> jax.Array:
+    return jnp.sum(shared.weight_entropy(mixture.logits), axis=-1)  # over D
+
+
+def marginals(mixture: PerDimMixture):
+    return jax.nn.log_softmax(mixture.logits, axis=-1), mixture.means, mixture.scales
+
+
+def floored_scales(mixture: PerDimMixture) -> jax.Array:
+    return mixture.scales
+
+
+def discretised_log_prob(mixture: PerDimMixture, y, *, bin_width, low, high) -> jax.Array:
+    """Exact bin masses, one 1-D mixture per dimension."""
+    options = dict(bin_width=bin_width, low=low, high=high)
+    masses = log_bin_mass(y[..., :, None], mixture.means, mixture.scales, **options)  # [..., D, K]
+    log_w = jax.nn.log_softmax(mixture.logits, axis=-1)
+    return jnp.sum(jax.nn.logsumexp(log_w + masses, axis=-1), axis=-1)  # over K, then D
+
+
+def head_size(*, components: int, out_features: int) -> int:
+    """Three blocks `[D, K]`: logits, means, scales."""
+    return 3 * out_features * components
+
+
+def head_to_mixture(
+    raw, *, components, out_features, scale_floor, mean_activation
+) -> PerDimMixture:
+    batch = raw.shape[:-1]
+    blocks = raw.reshape(batch + (3, out_features, components))
+    logits, means, scales = jnp.split(blocks, 3, axis=-3)
+    return PerDimMixture(
+        logits[..., 0, :, :],
+        shared.location(means[..., 0, :, :], mean_activation),
+        shared.positive(scales[..., 0, :, :], scale_floor),
+    )
+
+
+def mean_bias_indices(*, components: int, out_features: int):
+    """Indices `[K, D]`: raw layout [3, D, K], the means are block 1, `[D, K]` within it."""
+    d, k = out_features, components
+    return (d * k + np.arange(d * k).reshape(d, k)).T
+
+
+STRUCTURE = Structure(
+    name="per_dim",
+    mixture_type=PerDimMixture,
+    create=per_dim,
+    event_size=event_size,
+    batch_shape=batch_shape,
+    component_log_probs=component_log_probs,
+    log_prob=log_prob,
+    component_means=component_means,
+    component_variances=component_variances,
+    mean=mean,
+    variance=variance,
+    most_probable_component=most_probable_component,
+    sample=sample,
+    entropy_of_weights=entropy_of_weights,
+    marginals=marginals,
+    floored_scales=floored_scales,
+    discretised_log_prob=discretised_log_prob,
+    head_size=head_size,
+    head_to_mixture=head_to_mixture,
+    mean_bias_indices=mean_bias_indices,
+)

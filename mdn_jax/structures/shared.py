@@ -1,0 +1,109 @@
+"""Mixture pieces common to several structures.
+
+Most are for structures with one set of weights `logits [..., K]` over components with means
+`[..., K, D]` (joint and full); the rest (component draw, weight entropy, the head's
+transforms) serve every structure.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def draw_components(key, logits, *, sample_shape, temperature, dtype):
+    """One-hot component draws `sample_shape + logits.shape` and the key left for the noise.
+
+    Gumbel-max with the noise scaled by the temperature, argmax(logits + T * g), draws from
+    softmax(logits / T) for T > 0 and stays well defined at T = 0 (the heaviest component).
+    """
+    component_key, noise_key = jax.random.split(key)
+    gumbel = jax.random.gumbel(component_key, sample_shape + logits.shape, dtype=logits.dtype)
+    index = jnp.argmax(logits + temperature * gumbel, axis=-1)
+    return jax.nn.one_hot(index, logits.shape[-1], dtype=dtype), noise_key
+
+
+def weight_entropy(logits) -> jax.Array:
+    """Entropy in nats of `softmax(logits)` over the last axis."""
+    log_w = jax.nn.log_softmax(logits, axis=-1)
+    # A weight of exactly 0 (logit -inf) contributes 0 * log 0 = 0, not NaN.
+    return -jnp.sum(jnp.exp(log_w) * jnp.where(jnp.isfinite(log_w), log_w, 0.0), axis=-1)
+
+
+def positive(raw, scale_floor):
+    """The head's scales: `softplus(raw) + scale_floor`, smooth and strictly positive."""
+    return jax.nn.softplus(raw) + scale_floor
+
+
+def location(raw, mean_activation):
+    """The head's means: raw, or squashed into (0, 1) with mean_activation='sigmoid'."""
+    return jax.nn.sigmoid(raw) if mean_activation == "sigmoid" else raw
+
+
+# ---------------------------------------------------------------------------------------------
+# One set of weights `logits [..., K]`, means `[..., K, D]` (joint and full).
+
+
+def event_size(mixture) -> int:
+    return mixture.means.shape[-1]
+
+
+def batch_shape(mixture) -> tuple[int, ...]:
+    return mixture.logits.shape[:-1]
+
+
+def component_means(mixture) -> jax.Array:
+    return mixture.means
+
+
+def log_prob(mixture, y, component_log_probs) -> jax.Array:
+    """`[...]` for `y [..., D]`, given the structure's `component_log_probs(mixture, y) [..., K]`."""
+    joint_lp = jax.nn.log_softmax(mixture.logits, axis=-1) + component_log_probs(mixture, y)
+    return jax.nn.logsumexp(joint_lp, axis=-1)  # over K
+
+
+def mean(mixture) -> jax.Array:
+    weights = jax.nn.softmax(mixture.logits, axis=-1)
+    return jnp.einsum("...k,...kd->...d", weights, mixture.means)  # over K
+
+
+def variance(mixture, component_variances) -> jax.Array:
+    """`[..., D]`, given the structure's `component_variances(mixture) [..., K, D]`.
+
+    Law of total variance, sum_k w_k (var_k + (mu_k - mean)^2), written around the mean so
+    that it never subtracts two large numbers.
+    """
+    weights = jax.nn.softmax(mixture.logits, axis=-1)
+    centred = mixture.means - mean(mixture)[..., None, :]  # [..., K, D]
+    spread = component_variances(mixture) + jnp.square(centred)
+    return jnp.einsum("...k,...kd->...d", weights, spread)  # over K
+
+
+def most_probable_component(mixture) -> jax.Array:
+    return jnp.argmax(mixture.logits, axis=-1)
+
+
+def entropy_of_weights(mixture) -> jax.Array:
+    return weight_entropy(mixture.logits)
+
+
+def marginals(mixture, scales) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per-dimension 1-D mixtures `[..., D, K]` from each component's marginal scales `[..., K, D]`."""
+    means = jnp.swapaxes(mixture.means, -1, -2)
+    log_w = jax.nn.log_softmax(mixture.logits, axis=-1)[..., None, :]  # same for every d
+    return jnp.broadcast_to(log_w, means.shape), means, jnp.swapaxes(scales, -1, -2)
+
+
+def split_head(raw, *, components, out_features, mean_activation):
+    """Raw outputs `[..., K + K*D + rest]` laid out as [K logits, K x D means, rest]:
+    returns logits `[..., K]`, means `[..., K, D]` and the rest `[..., rest]`."""
+    k, d = components, out_features
+    logits = raw[..., :k]
+    means = location(raw[..., k : k + k * d].reshape(raw.shape[:-1] + (k, d)), mean_activation)
+    return logits, means, raw[..., k + k * d :]
+
+
+def mean_bias_indices(*, components, out_features):
+    """Indices `[K, D]` of the means in the layout of `split_head`."""
+    return components + np.arange(components * out_features).reshape(components, out_features)
