@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdn_jax import config as cfg
+from mdn_jax import guards, parallel
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 
 METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
 DEFAULT_PIXELS_PER_CHUNK = 65536
@@ -70,10 +70,21 @@ _PALETTE = np.array(
 
 
 def heat_colours(values: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
-    """Map non-negative values `[...]` to RGB `[..., 3]` on a dark-to-bright scale from 0 to vmax."""
+    """Map non-negative values `[...]` to RGB `[..., 3]` on a dark-to-bright scale from 0 to vmax.
+
+    vmax defaults to the largest finite value. Degenerate values (a model whose standard
+    deviations overflow float32, as with a scale floor of 1e30) still map: +inf to the top of
+    the scale, NaN to the bottom.
+    """
     values = np.asarray(values, np.float32)
-    vmax = float(np.max(values)) if vmax is None else float(vmax)
-    t = np.clip(values / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(values)
+    finite = np.isfinite(values)
+    if vmax is None:
+        vmax = float(np.max(values, where=finite, initial=0.0))
+    vmax = float(vmax)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        t = values / vmax if 0 < vmax < np.inf else np.zeros_like(values)
+    t = np.where(np.isnan(values), 0.0, np.where(values == np.inf, 1.0, t))
+    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
     position = t * (len(_HEAT) - 1)
     low = np.minimum(position.astype(np.int32), len(_HEAT) - 2)
     frac = (position - low)[..., None]
@@ -225,6 +236,7 @@ def render_values(
         num_samples=num_samples,
         pixels_per_chunk=pixels_per_chunk,
     )
+    guards.check_temperatures(temperature=temperature, sigma_temperature=sigma_temperature)
     if method == "sample" and key is None:
         raise ValueError("method 'sample' needs a random key: pass key=jax.random.key(seed)")
     key = jax.random.key(0) if key is None else key

@@ -1,5 +1,5 @@
 """A run folder's files: clearing what a killed run left, and what a finished run writes
-(final renders, montage, loss curve, metrics).
+(metrics, then the final renders, montage and loss curve).
 
 See `mdn_jax.runs` for the folder's layout. Every file is written under a temporary name and
 renamed into place (`mdn_jax.media.atomic_write`).
@@ -7,7 +7,6 @@ renamed into place (`mdn_jax.media.atomic_write`).
 
 from __future__ import annotations
 
-import functools
 import json
 import statistics
 from pathlib import Path
@@ -17,9 +16,8 @@ import jax
 import numpy as np
 
 from mdn_jax import checkpoint as ckpt
-from mdn_jax import media, metrics
+from mdn_jax import media, metrics, safe_outputs
 from mdn_jax import model as mdl
-from mdn_jax import render as rd
 
 if TYPE_CHECKING:
     from mdn_jax.runs import RunOptions
@@ -67,19 +65,9 @@ def finish(
     interrupted: bool = False,
     devices: int = 1,
 ) -> dict:
-    """Write the final renders, the montage GIF, the loss curve and metrics.json."""
-    _write_renders(out, images.shape[1:3], graphdef, params, model_config, options)
-    media.save_png(
-        out / "loss.png",
-        media.line_chart(
-            {
-                "training NLL (nats/pixel)": [
-                    np.nan if h["loss"] is None else h["loss"] for h in history
-                ]
-            },
-            title="training loss",
-        ),
-    )
+    """Write metrics.json, then the pictures (montage GIF, renders, loss curve); a picture that
+    cannot be made is skipped with one line (see `mdn_jax.safe_outputs`) and listed in
+    metrics.json as `skipped_pictures`."""
     scores = metrics.image_scores(graphdef, params, images)
     steady = [h["samples_per_second"] for h in history[1:]] or [
         h["samples_per_second"] for h in history
@@ -96,24 +84,11 @@ def finish(
         "versions": versions(),
         "history": history,
     }
-    write_json(out / "metrics.json", values)
+    write_json(out / "metrics.json", values)  # before any picture: a picture cannot cost it
+    skipped = safe_outputs.write_all(
+        out, images, graphdef, params, model_config, history, samples=options.samples
+    )
+    if skipped:
+        values["skipped_pictures"] = skipped
+        write_json(out / "metrics.json", values)
     return values
-
-
-def _write_renders(out: Path, size, graphdef, params, model_config, options) -> None:
-    """montage.gif from the frames, and the mode, component, sample and uncertainty renders."""
-    height, width = size
-    frames = sorted((out / "frames").glob("epoch_*.png"))
-    if frames:
-        import imageio.v3 as iio
-
-        media.save_gif(out / "montage.gif", [iio.imread(f)[..., :3] / 255.0 for f in frames])
-    render = functools.partial(rd.render, graphdef, params, height=height, width=width)
-    media.save_png(out / "final_mode.png", render(method="mode"))
-    component_renders = [
-        render(method="component", component=k) for k in range(model_config.components)
-    ]
-    media.save_png(out / "components.png", media.grid(component_renders))
-    samples = render(method="sample", key=jax.random.key(0), num_samples=options.samples)
-    media.save_png(out / "samples.png", media.grid(list(samples)))
-    media.save_png(out / "uncertainty.png", render(method="uncertainty"))
