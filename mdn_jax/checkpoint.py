@@ -59,10 +59,13 @@ class Restored(NamedTuple):
 
 @contextlib.contextmanager
 def _quiet():
-    """Orbax logs every save/restore step at INFO through absl; hide that (and its warnings)."""
+    """Orbax logs every save/restore step at INFO through absl; hide that (and its warnings).
+
+    A failed write (a full disk) is also logged at ERROR, with a traceback, by each of Orbax's
+    writer threads before the error is raised here; the raised error is what callers report."""
     logger = logging.getLogger("absl")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:

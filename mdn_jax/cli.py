@@ -27,6 +27,7 @@ from mdn_jax.cli_flags import (
 
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
+EXIT_PICTURES = commands.EXIT_PICTURES
 DEMO_EPOCHS = 60
 
 
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from mdn_jax.checkpoint import CheckpointError
-    from mdn_jax.data import DataError
+    from mdn_jax.data import DataError, printable
     from mdn_jax.train import NonFiniteError
 
     try:
@@ -259,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (DataError, CheckpointError, ValueError, OSError) as error:
         if isinstance(error, OSError) and error.strerror:
-            message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+            name = printable(error.filename) if error.filename else ""
+            message = f"{name}: {error.strerror}" if name else error.strerror
             message += "; check the path, its permissions and the free disk space"
+        elif isinstance(
+            error, (DataError, CheckpointError)
+        ):  # ours, one line: a newline is a name's
+            message = printable(error)
         else:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"mdn-jax: error: {message}", file=sys.stderr)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from mdn_jax import config as cfg
 
+EXIT_PICTURES = 4  # trained and saved, but a picture could not be made (one line says which)
+
 
 def _configs(args, images):
     from mdn_jax import runs, train
@@ -119,7 +121,11 @@ def _train_and_report(images, args, data_info) -> int:
         f"{', calibration.png' if values.get('calibration') else ''}; scores in metrics.json, "
         f"one line per epoch in history.jsonl"
     )
-    return 130 if values.get("interrupted") else 0
+    if values.get("interrupted"):
+        from mdn_jax import signals
+
+        return signals.exit_code()  # 130 after Ctrl-C, 143 after SIGTERM
+    return EXIT_PICTURES if values.get("skipped_pictures") else 0
 
 
 def run_demo(args) -> int:

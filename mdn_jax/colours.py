@@ -47,11 +47,14 @@ _PALETTE = np.array(
 def heat_colours(values: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
     """Map non-negative values `[...]` to RGB `[..., 3]` on a dark-to-bright scale from 0 to vmax.
 
-    NaN (a diverged model) is shown as 0, the darkest colour, as `media.to_uint8` shows NaN
-    colours as black; infinity as the brightest."""
+    vmax defaults to the largest finite value. NaN (a diverged model) is shown as 0, the
+    darkest colour, as `media.to_uint8` shows NaN colours as black; infinity as the brightest."""
+    values = np.asarray(values, np.float64)
+    if vmax is None:
+        vmax = float(np.max(values, where=np.isfinite(values), initial=0.0))
     big = float(np.finfo(np.float32).max)  # +inf: the top of any scale (float64: no overflow)
-    values = np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=big, neginf=0.0)
-    vmax = float(np.max(values)) if vmax is None else float(vmax)
+    values = np.nan_to_num(values, nan=0.0, posinf=big, neginf=0.0)
+    vmax = float(vmax)
     t = np.clip(values / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(values)
     position = t * (len(_HEAT) - 1)
     low = np.minimum(position.astype(np.int32), len(_HEAT) - 2)

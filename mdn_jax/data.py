@@ -7,6 +7,9 @@ Image conventions (all documented in the README):
 - Greyscale (and greyscale + alpha) is repeated into three equal channels.
 - Alpha is composited over a white background (transparent pixels become white), since a
   colour with no opacity has no colour to learn.
+- EXIF orientation (phone photos: JPEG, and PNG and TIFF that carry it) is applied, so an
+  image trains as it is shown, not as its pixels are stored. Signed-integer pixels (some TIFFs)
+  are divided by the type's maximum and clipped to [0, 1].
 - Palette images are expanded through their palette; CMYK is converted to RGB; multi-frame
   files (GIF, TIFF stacks) use their first frame.
 - An image is refused before it is decoded if its header claims more pixels than `max_pixels()`
@@ -21,11 +24,14 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from mdn_jax import exif
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGE_INPUT_OFFSET = (0.5, 0.5)
@@ -34,6 +40,14 @@ IMAGE_INPUT_SCALE = (0.5, 0.5)
 
 class DataError(ValueError):
     """Bad user data; the message is one line naming the problem and the fix."""
+
+
+def printable(text) -> str:
+    """`text` (a path, usually) with control characters escaped as Python writes them (a newline
+    as `\\n`), so a message naming it stays one line."""
+    return "".join(
+        repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(text)
+    )
 
 
 def to_rgb(array: np.ndarray, *, name: str = "image") -> np.ndarray:
@@ -47,7 +61,8 @@ def to_rgb(array: np.ndarray, *, name: str = "image") -> np.ndarray:
         pixels = array.astype(np.float32) / 65535.0
     elif np.issubdtype(array.dtype, np.integer):
         info = np.iinfo(array.dtype)
-        pixels = array.astype(np.float32) / float(max(info.max, 1))
+        # signed integers (some TIFFs): below 0 is black, as for floats
+        pixels = np.clip(array.astype(np.float32) / float(max(info.max, 1)), 0.0, 1.0)
     elif np.issubdtype(array.dtype, np.floating):
         pixels = np.clip(array.astype(np.float32), 0.0, 1.0)
     else:
@@ -107,12 +122,15 @@ def _check_header(path: Path) -> None:
         try:
             with Image.open(path) as image:  # lazy: reads the header only
                 width, height = image.size
-            pixels, what = width * height, f"{path}: image of {width}x{height}"
+            pixels, what = width * height, f"{printable(path)}: image of {width}x{height}"
         except (
             Image.DecompressionBombError
         ) as error:  # over twice the limit: Pillow refuses to open it
             claimed = re.search(r"\((\d+) pixels\)", str(error))
-            pixels, what = int(claimed.group(1)) if claimed else max_pixels() + 1, f"{path}: image"
+            pixels, what = (
+                int(claimed.group(1)) if claimed else max_pixels() + 1,
+                f"{printable(path)}: image",
+            )
         except Exception:  # not an image Pillow knows: reading decides
             return
     check_pixels(pixels, what=what, fix=_SHRINK)
@@ -124,13 +142,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file; check the path")
+        raise DataError(f"{printable(path)}: no such file; check the path")
     if path.is_dir():
         raise DataError(
-            f"{path}: is a folder; pass image files or use the folder as a training input"
+            f"{printable(path)}: is a folder; pass image files or use the folder as a training input"
         )
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes); replace it with a real image")
+        raise DataError(f"{printable(path)}: file is empty (0 bytes); replace it with a real image")
     _check_header(path)
     try:
         mode = None
@@ -144,10 +162,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as error:  # imageio raises many types for undecodable files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(
-            f"{path}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
+            f"{printable(path)}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
             "replace it with a complete PNG, JPEG, GIF, BMP, TIFF or WebP file"
         ) from None
-    return to_rgb(array, name=str(path))
+    return to_rgb(exif.as_shown(array, path), name=printable(path))
 
 
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -161,14 +179,14 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             )
             if not found:
                 raise DataError(
-                    f"{item}: folder has no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                    f"{printable(item)}: folder has no image files ({', '.join(IMAGE_SUFFIXES)}); "
                     "add images or pass files directly"
                 )
             paths.extend(found)
         elif item.exists():
             paths.append(item)
         else:
-            raise DataError(f"{item}: no such file or folder; check the path")
+            raise DataError(f"{printable(item)}: no such file or folder; check the path")
     if not paths:
         raise DataError("no input images given; pass image files or a folder of images")
     return paths

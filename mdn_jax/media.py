@@ -66,6 +66,19 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     return stale
 
 
+def remove_frames_after(folder: str | os.PathLike, epoch: int) -> list[Path]:
+    """Delete the montage frames `epoch_NNNNN.png` in `folder` of epochs after `epoch`; return them.
+
+    For a run resumed from an older checkpoint: those frames show a run that was dropped.
+    """
+    folder = Path(folder)
+    frames = sorted(folder.glob("epoch_*.png")) if folder.is_dir() else []
+    later = [p for p in frames if p.stem[6:].isdigit() and int(p.stem[6:]) > epoch]
+    for path in later:
+        path.unlink(missing_ok=True)
+    return later
+
+
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a float `[H, W, 3]` image in [0, 1] (or uint8) as PNG, atomically."""
     import imageio.v3 as iio
@@ -117,6 +130,14 @@ def montage_frame(
     return np.concatenate([row, np.asarray(strip, np.float32) / 255.0], axis=0)
 
 
+GIF_MAX_SIDE = 65535  # the GIF format stores width and height in 16 bits
+
+
+def gif_shrink_factor(shape: Sequence[int]) -> int:
+    """The smallest integer n such that every n-th pixel of a `[H, W, ...]` frame fits a GIF."""
+    return max(1, -(-max(int(shape[0]), int(shape[1])) // GIF_MAX_SIDE))
+
+
 def save_gif(
     path: str | os.PathLike,
     frames: Sequence[np.ndarray],
@@ -124,12 +145,17 @@ def save_gif(
     seconds_per_frame: float = 0.25,
     hold_last: float = 1.5,
 ) -> Path:
-    """Write frames (float `[H, W, 3]`, same size) as a looping GIF, atomically."""
+    """Write frames (float `[H, W, 3]`, same size) as a looping GIF, atomically.
+
+    A GIF is at most `GIF_MAX_SIDE` pixels on each side: larger frames are shrunk by the
+    integer factor `gif_shrink_factor` gives (every n-th pixel), which the caller may report.
+    """
     import imageio.v3 as iio
 
-    frames = [to_uint8(frame) for frame in frames]
-    if not frames:
+    if not len(frames):
         raise ValueError("a GIF needs at least one frame")
+    step = gif_shrink_factor(np.shape(frames[0]))
+    frames = [to_uint8(np.asarray(frame)[::step, ::step]) for frame in frames]
     durations = [int(seconds_per_frame * 1000)] * (len(frames) - 1) + [int(hold_last * 1000)]
     if len(frames) == 1:  # Pillow's single-frame GIF writer takes one duration, not a list
         durations = durations[0]

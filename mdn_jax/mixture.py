@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mdn_jax import structures
+from mdn_jax import guards, structures
 
 # Each structure's NamedTuple and constructor, re-exported (`as` marks them public).
 from mdn_jax.structures.full import FullMixture as FullMixture
@@ -93,7 +93,7 @@ def component_log_probs(mixture: Mixture, y: jax.Array) -> jax.Array:
 
     Returns `[..., K]` for joint and full, `[..., D, K]` for per_dim.
     """
-    return structures.of(mixture).component_log_probs(mixture, jnp.asarray(y))
+    return structures.of(mixture).component_log_probs(mixture, _checked_targets(mixture, y))
 
 
 def log_prob(mixture: Mixture, y: jax.Array) -> jax.Array:
@@ -101,7 +101,15 @@ def log_prob(mixture: Mixture, y: jax.Array) -> jax.Array:
 
     Batch axes of `y` and the mixture broadcast against each other.
     """
-    return structures.of(mixture).log_prob(mixture, jnp.asarray(y))
+    return structures.of(mixture).log_prob(mixture, _checked_targets(mixture, y))
+
+
+def _checked_targets(mixture: Mixture, y) -> jax.Array:
+    """`y` as an array, refused with one line unless `[..., D]` broadcasting against the
+    mixture's batch axes (shapes are static: the same eagerly and under `jit`)."""
+    y = jnp.asarray(y)
+    guards.check_targets(y.shape, event_size=event_size(mixture), batch_shape=batch_shape(mixture))
+    return y
 
 
 def nll(mixture: Mixture, y: jax.Array) -> jax.Array:
@@ -179,7 +187,12 @@ def sample(
 
     Gumbel-max with the noise scaled by the temperature, argmax(logits + T * g), draws from
     softmax(logits / T) for T > 0 and stays well defined at T = 0.
+
+    A negative or NaN temperature raises ValueError when its value is known (a Python number
+    or a concrete array); a traced one (under `jit`) is not checked, and such values give
+    meaningless draws (NaN for a NaN `sigma_temperature`).
     """
+    guards.check_temperatures(temperature=temperature, sigma_temperature=sigma_temperature)
     return structures.of(mixture).sample(
         key,
         mixture,

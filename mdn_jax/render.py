@@ -36,9 +36,9 @@ import numpy as np
 
 from mdn_jax import coherent as ch
 from mdn_jax import config as cfg
+from mdn_jax import guards, parallel
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 from mdn_jax.colours import UNCERTAINTY_MAX, component_colours, heat_colours
 
 METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
@@ -198,6 +198,7 @@ def render_values(
         num_samples=num_samples,
         pixels_per_chunk=pixels_per_chunk,
     )
+    guards.check_temperatures(temperature=temperature, sigma_temperature=sigma_temperature)
     if method == "sample" and key is None:
         raise ValueError("method 'sample' needs a random key: pass key=jax.random.key(seed)")
     if coherent and method != "sample":

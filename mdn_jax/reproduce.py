@@ -45,7 +45,9 @@ def _finished(run_dir: Path, epochs: int, config: mdl.ModelConfig, loss: str) ->
         and saved.get("train", {}).get("loss") == loss
         and saved.get("train", {}).get("epochs") == epochs
     )
-    if same and metrics.get("epochs") == epochs and not metrics.get("interrupted"):
+    # metrics.json is written before the pictures: a run stopped between them is not finished
+    pictured = (run_dir / "final_mode.png").is_file()
+    if same and pictured and metrics.get("epochs") == epochs and not metrics.get("interrupted"):
         return metrics
     return None
 

@@ -3,7 +3,7 @@
 `train_on_images` passes them to `mdn_jax.train.fit` in this order, each a callable taking the
 epoch's `train.EpochReport`:
 
-- `StopOnSignal`: Ctrl-C (read once per epoch, agreed by every process) stops after this epoch;
+- `StopOnSignal`: Ctrl-C or SIGTERM (read once per epoch, agreed by every process) stops after this epoch;
 - `Diagnostics`: adds the collapse diagnostics of the mixture over the pixel grid to the record;
 - `ProgressText`: the progress bar's status line;
 - `HeldOut`: with `--holdout`, the held-out pixels' NLL as `held_out_nll` in the record;
@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,36 +33,12 @@ from mdn_jax import media, metrics, parallel
 from mdn_jax import model as mdl
 from mdn_jax import run_pictures as rp
 from mdn_jax import train as tr
-
-
-class StopFlag:
-    """SIGINT sets a flag the epoch loop checks; a second SIGINT raises KeyboardInterrupt."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
+from mdn_jax.signals import StopFlag as StopFlag  # SIGINT or SIGTERM
 
 
 @dataclasses.dataclass
 class StopOnSignal:
-    """Stops training after an epoch in which Ctrl-C was pressed; `now` says so to the others."""
+    """Stops training after an epoch in which Ctrl-C or SIGTERM arrived; `now` says so to the others."""
 
     flag: StopFlag
     placement: parallel.Placement

@@ -1,6 +1,6 @@
 """A run folder's files: clearing what a killed run left, and what a finished run writes
-(montage, final mode render, the labelled pictures of `mdn_jax.run_pictures`, metrics, and
-with a held-out share its calibration).
+(metrics.json, with a held-out share its calibration, then the pictures: montage, final mode
+render and the labelled pictures of `mdn_jax.run_pictures`, through `mdn_jax.safe_outputs`).
 
 Layout of a run folder:
 
@@ -35,10 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdn_jax import calibration, media, metrics
+from mdn_jax import calibration, media, metrics, safe_outputs
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import model as mdl
-from mdn_jax import render as rd
 from mdn_jax import run_pictures as rp
 from mdn_jax import train as tr
 
@@ -89,12 +88,10 @@ def finish(
     devices: int = 1,
     held_out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Write the montage, final_mode.png, the labelled pictures (reconstructions, components,
-    samples, uncertainty, loss), metrics.json and, with `held_out = (xs, ys)`, calibration."""
-    _write_renders(out, images.shape[1:3], graphdef, params)
-    rp.write_run_pictures(
-        out, graphdef, params, images, history, key=jax.random.key(0), num_samples=options.samples
-    )
+    """Write metrics.json (with `held_out = (xs, ys)`: `held_out_nll` and `calibration` on
+    those pixels), then the pictures (montage GIF, renders, labelled pictures, loss curve,
+    calibration.png); a picture that cannot be made is skipped with one line (see
+    `mdn_jax.safe_outputs`) and listed in metrics.json as `skipped_pictures`."""
     scores = metrics.image_scores(graphdef, params, images)
     steady = [h["samples_per_second"] for h in history[1:]] or [
         h["samples_per_second"] for h in history
@@ -111,22 +108,33 @@ def finish(
         "versions": versions(),
     }
     if held_out is not None:
-        values.update(_held_out_scores(out, graphdef, params, *held_out))
+        values.update(_held_out_scores(graphdef, params, *held_out))
     values["history"] = history
-    write_json(out / "metrics.json", values)
+    write_json(out / "metrics.json", values)  # before any picture: a picture cannot cost it
+    skipped = safe_outputs.write_all(
+        out,
+        images,
+        graphdef,
+        params,
+        history,
+        samples=options.samples,
+        calibration=values.get("calibration"),
+    )
+    if skipped:
+        values["skipped_pictures"] = skipped
+        write_json(out / "metrics.json", values)
     return values
 
 
-def _held_out_scores(out: Path, graphdef, params, xs, ys) -> dict:
+def _held_out_scores(graphdef, params, xs, ys) -> dict:
     """`held_out_nll` and `calibration` (`mdn_jax.calibration_metrics`) of the held-out pixels
-    `xs [M, 2]`, `ys [M, 3]`; writes calibration.png."""
+    `xs [M, 2]`, `ys [M, 3]`."""
     chunk = 65536
     parts = [
         _mixture(graphdef, params, xs[start : start + chunk]) for start in range(0, len(xs), chunk)
     ]
     mixture = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *parts)
     scores = calibration.calibration_metrics(mixture, jnp.asarray(ys, jnp.float32))
-    media.save_png(out / "calibration.png", media.calibration_chart(scores))
     nll = tr.evaluate_nll(graphdef, params, xs, ys)
     return {rp.HELD_OUT_KEY: round(nll, 6) if np.isfinite(nll) else None, "calibration": scores}
 
@@ -135,16 +143,3 @@ def _held_out_scores(out: Path, graphdef, params, xs, ys) -> dict:
 def _mixture(graphdef, params, xs):
     """The model's mixture at positions `xs [C, 2]`, batch `[C]`."""
     return mdl.apply(graphdef, params, xs)
-
-
-def _write_renders(out: Path, size, graphdef, params) -> None:
-    """montage.gif from the frames, and the mode render (the labelled pictures are
-    `run_pictures`')."""
-    height, width = size
-    frames = sorted((out / "frames").glob("epoch_*.png"))
-    if frames:
-        import imageio.v3 as iio
-
-        media.save_gif(out / "montage.gif", [iio.imread(f)[..., :3] / 255.0 for f in frames])
-    render = functools.partial(rd.render, graphdef, params, height=height, width=width)
-    media.save_png(out / "final_mode.png", render(method="mode"))

@@ -8,14 +8,15 @@
   `colours.UNCERTAINTY_MAX`, with a colour bar;
 - `samples_picture`: independent samples in one row, coherent samples under them;
 - `loss_picture`: the loss chart, with the held-out curve when there is one;
-- `write_run_pictures`: all of these (but the montage frame) into a run folder.
+- `picture_makers` / `write_run_pictures`: all of these (but the montage frame) into a run
+  folder.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -135,6 +136,45 @@ def loss_picture(history: Sequence[dict], *, ylabel: str = "nats per pixel") -> 
     return media.line_chart(series, title="loss per epoch", ylabel=ylabel)
 
 
+def picture_makers(
+    out: str | os.PathLike,
+    graphdef,
+    params,
+    images: np.ndarray,
+    history: Sequence[dict],
+    *,
+    key: jax.Array,
+    num_samples: int = 4,
+) -> dict[str, Callable[[], object]]:
+    """One function per labelled picture of a run folder (reconstructions.png, components.png,
+    samples.png, uncertainty.png, loss.png) that draws it and writes it atomically; the
+    reconstructions' returns their PSNRs. images: the training images `[N, H, W, 3]`."""
+    out = Path(out)
+    height, width = np.shape(images)[1:3]
+    size = dict(height=height, width=width)
+
+    def reconstructions():
+        picture, psnrs = reconstructions_picture(graphdef, params, images)
+        media.save_png(out / "reconstructions.png", picture)
+        return psnrs
+
+    def save(name, draw):
+        return lambda: media.save_png(out / name, draw())
+
+    samples = functools.partial(samples_picture, key=key, num_samples=num_samples, **size)
+    return {
+        "reconstructions.png": reconstructions,
+        "components.png": save(
+            "components.png", lambda: components_picture(graphdef, params, **size)
+        ),
+        "samples.png": save("samples.png", lambda: samples(graphdef, params)),
+        "uncertainty.png": save(
+            "uncertainty.png", lambda: uncertainty_picture(graphdef, params, **size)
+        ),
+        "loss.png": save("loss.png", lambda: loss_picture(history)),
+    }
+
+
 def write_run_pictures(
     out: str | os.PathLike,
     graphdef,
@@ -145,19 +185,10 @@ def write_run_pictures(
     key: jax.Array,
     num_samples: int = 4,
 ) -> list[float]:
-    """Write a run folder's labelled pictures: reconstructions.png, components.png,
-    samples.png (independent and coherent), uncertainty.png and loss.png, each atomically.
-
-    images: the training images `[N, H, W, 3]`. Returns the reconstructions' PSNRs (the
-    coverage PSNRs of `metrics.image_scores`)."""
-    out = Path(out)
-    height, width = np.shape(images)[1:3]
-    picture, psnrs = reconstructions_picture(graphdef, params, images)
-    media.save_png(out / "reconstructions.png", picture)
-    size = dict(height=height, width=width)
-    media.save_png(out / "components.png", components_picture(graphdef, params, **size))
-    samples = samples_picture(graphdef, params, key=key, num_samples=num_samples, **size)
-    media.save_png(out / "samples.png", samples)
-    media.save_png(out / "uncertainty.png", uncertainty_picture(graphdef, params, **size))
-    media.save_png(out / "loss.png", loss_picture(history))
-    return psnrs
+    """Write a run folder's labelled pictures (`picture_makers`), each atomically; returns the
+    reconstructions' PSNRs (the coverage PSNRs of `metrics.image_scores`). A run folder writes
+    them through `mdn_jax.safe_outputs`, which skips a picture that fails."""
+    makers = picture_makers(
+        out, graphdef, params, images, history, key=key, num_samples=num_samples
+    )
+    return [make() for make in makers.values()][0]

@@ -1,8 +1,11 @@
 """A training run on images, in a run folder: progress, frames, checkpoints, final renders.
 
 The folder's layout: see `mdn_jax.run_folder`. Every file is written under a temporary name
-and renamed into place. Ctrl-C stops after the current epoch, saves a checkpoint and writes the
-outputs; a second Ctrl-C aborts at once.
+and renamed into place. Ctrl-C or SIGTERM stops after the current epoch, saves a checkpoint and
+writes the outputs; a second one aborts at once (`mdn_jax.signals`). One run writes a folder at
+a time (`mdn_jax.runlock`); a full disk ends in one line (`mdn_jax.diskspace`); metrics.json is
+written before the pictures, and a picture that cannot be made is skipped
+(`mdn_jax.safe_outputs`).
 
 Devices and processes: training is data parallel over `devices` devices (None: all; see
 `mdn_jax.parallel`). Under `jax.distributed.initialize()` every process runs this same function
@@ -29,9 +32,9 @@ import numpy as np
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import config as cfg
 from mdn_jax import data as dt
+from mdn_jax import diskspace, media, parallel, runlock
 from mdn_jax import holdout as hd
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 from mdn_jax import run_callbacks as rc
 from mdn_jax import train as tr
 from mdn_jax.run_folder import finish, prepare_folder, versions, write_json
@@ -86,6 +89,8 @@ def spread_init(images: np.ndarray, components: int) -> dict[str, Any]:
     return dict(mean_init=mdl.spread_means(colours, components), head_init_scale=SPREAD_HEAD_SCALE)
 
 
+@runlock.holding_out_folder
+@diskspace.reports_full_disk
 def train_on_images(
     images: np.ndarray,
     out: str | Path,
@@ -275,8 +280,21 @@ def _resume_point(run: _Run, *, resume: bool, num_samples: int):
             f"{out} was trained with other settings: {', '.join(changed)}; resume with the same "
             "images and flags or start a new --out folder"
         )
+    if restored.train_config.learning_rate != train_config.learning_rate:
+        run.log(_changed_rate(restored.train_config.learning_rate, train_config.learning_rate))
+    if run.main:  # frames of epochs after this checkpoint belong to a run that was dropped
+        media.remove_frames_after(out / "frames", restored.epoch)
     run.log(f"resuming {out} from epoch {restored.epoch}")
     return restored.epoch, restored.state, list(restored.history)
+
+
+def _changed_rate(was: float, now: float) -> str:
+    """Resuming with another learning rate is allowed (a lower one after a non-finite stop is
+    the usual fix), but never silently."""
+    return (
+        f"--lr {now:g} replaces the {was:g} of the checkpoint: the run continues with the new "
+        "rate, so it no longer equals an uninterrupted run"
+    )
 
 
 def _where_to_resume(out: Path) -> str:
@@ -300,5 +318,5 @@ def load_run(run_dir: str | Path):
         raise ckpt.CheckpointError(
             f"{run_dir}: no such run folder; pass the --out folder of a training run"
         )
-    restored = ckpt.restore(run_dir / "checkpoint")
+    restored = runlock.restore_newest(run_dir / "checkpoint")  # it may be training right now
     return restored.graphdef, restored.state.params, restored.model_config, restored

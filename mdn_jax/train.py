@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdn_jax import guards, parallel
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 from mdn_jax.config import LOSSES as LOSSES  # re-exported: TrainConfig lived here
 from mdn_jax.config import ON_NONFINITE as ON_NONFINITE
 from mdn_jax.config import SCHEDULES as SCHEDULES
@@ -259,7 +259,8 @@ def fit_placed(
             state._replace(key=key), xs_device, ys_device, placement.put_batch_indices(batches)
         )
         losses = np.asarray(losses)  # waits for the epoch to finish
-        record = _epoch_record(epoch, losses, time.perf_counter() - start, train_config)
+        seconds = time.perf_counter() - start
+        record = _epoch_record(epoch, losses, seconds, train_config, targets=ys)
         report, stop = _run_callbacks(callbacks, EpochReport(record, state, graphdef, model_config))
         history.append(dict(report.record))
         if stop:
@@ -267,15 +268,17 @@ def fit_placed(
     return FitResult(graphdef, state, model_config, history)
 
 
-def _epoch_record(epoch: int, losses: np.ndarray, seconds: float, config: TrainConfig) -> dict:
+def _epoch_record(
+    epoch: int, losses: np.ndarray, seconds: float, config: TrainConfig, *, targets: np.ndarray
+) -> dict:
     """The history record of epoch `epoch` (1-based) from its step losses `[num_batches]` (NaN
-    for a skipped step); raises NonFiniteError for a skipped step unless told to skip."""
+    for a skipped step); raises NonFiniteError for a skipped step unless told to skip, with the
+    fix that suits the training `targets [N, D]` (`guards.nonfinite_fix`)."""
     skipped = np.flatnonzero(~np.isfinite(losses))
     if skipped.size and config.on_nonfinite == "stop":
         raise NonFiniteError(
             f"non-finite loss or gradient in epoch {epoch} at step {int(skipped[0]) + 1} of "
-            f"{len(losses)}; lower the learning rate, clip gradients or raise the scale floor, "
-            "or skip such steps (on_nonfinite='skip')"
+            f"{len(losses)}; " + guards.nonfinite_fix(targets)
         )
     applied = losses[np.isfinite(losses)]
     record = {

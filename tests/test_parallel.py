@@ -105,7 +105,9 @@ def _fit_checks() -> dict:
 
 
 def _render_checks() -> dict:
-    """A render split over 4 (and 3) devices equals the one-device render, bit for bit.
+    """A render split over 4 (and 3) devices against the one-device render: whether they are
+    equal bit for bit, and how far apart they are in float32 ulps (units in the last place) of
+    max(1, |value|).
 
     'sample' covers the per-pixel random keys, 'mode' the other methods' path.
     """
@@ -118,7 +120,7 @@ def _render_checks() -> dict:
         input_scale=data.IMAGE_INPUT_SCALE,
     )
     graphdef, params = model.init(config, key=jax.random.key(0))
-    equal = {}
+    equal, ulps, unequal = {}, {}, {}
     for method, devices, coherent in (
         ("sample", DEVICES, False),
         ("sample", DEVICES, True),  # one draw shared by every pixel of every device's tiles
@@ -130,9 +132,14 @@ def _render_checks() -> dict:
         many = render.render_values(
             graphdef, params, devices=devices, pixels_per_chunk=8192, **options
         )
-        name = "coherent" if coherent else method
-        equal[f"{name}_{devices}"] = bool(one.shape == many.shape and np.array_equal(one, many))
-    return {"render_equal": equal}
+        name = f"{'coherent' if coherent else method}_{devices}"
+        equal[name] = bool(one.shape == many.shape and np.array_equal(one, many))
+        if one.shape == many.shape:
+            # ulps of the larger magnitude, at least 1.0 (colours: one ulp of 1.0 is 1.2e-7)
+            spacing = np.spacing(np.maximum(1.0, np.maximum(np.abs(one), np.abs(many))))
+            ulps[name] = float(np.max(np.abs(one - many) / spacing))
+            unequal[name] = float(np.mean(one != many))
+    return {"render_equal": equal, "render_ulps": ulps, "render_unequal": unequal}
 
 
 def _cli_checks(folder: Path) -> dict:
@@ -243,7 +250,18 @@ def test_batch_that_does_not_split_over_the_devices_is_refused(multi_device):
 
 
 def test_sharded_render_equals_the_one_device_render(multi_device):
-    assert multi_device["render_equal"] == {"sample_4": True, "coherent_4": True, "mode_3": True}
+    """'mode' (and every method without random draws) is bit-identical on any x86-64 CPU.
+    'sample' is within 1 float32 ulp of max(1, |value|), 1.2e-7 for colours: on Intel Xeons
+    XLA:CPU compiles the sharded program's draw `loc + scale * noise` differently from the
+    one-device program (fused multiply-adds and vector loops fall differently), and about 1
+    value in 6,000 rounds the other way (13 of 76,242 here); on AMD EPYC all are equal.
+    README: Several devices and hosts."""
+    assert multi_device["render_equal"]["mode_3"]
+    assert multi_device["render_ulps"]["mode_3"] == 0.0
+    assert multi_device["render_ulps"]["sample_4"] <= 1.0
+    assert multi_device["render_unequal"]["sample_4"] < 1e-3
+    assert multi_device["render_ulps"]["coherent_4"] <= 1.0  # the same draw arithmetic
+    assert multi_device["render_unequal"]["coherent_4"] < 1e-3
 
 
 def test_cli_train_on_four_devices_says_so(multi_device):

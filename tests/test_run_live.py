@@ -13,7 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from mdn_jax import checkpoint, cli, data, reconstruct, repeat, run_folder, runs
+from mdn_jax import checkpoint, cli, data, reconstruct, repeat, run_pictures, runs
 
 TINY = ["--batch-size", "32", "--hidden", "8,8", "--components", "2", "--no-progress"]
 DIAGNOSTICS = ("effective_components", "unused_components", "scales_at_floor")
@@ -61,16 +61,16 @@ def _assert_epoch_lines(run, epochs, *, held_out=False):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 3-epoch run and its pictures' PSNRs as write_run_pictures returned them."""
+    """A 3-epoch run and the PSNRs its reconstructions.png was labelled with."""
     root = tmp_path_factory.mktemp("live")
     images = [_png(root / "a.png", 3), _png(root / "b.png", 4)]
     returned = []
-    original = run_folder.rp.write_run_pictures
+    original = run_pictures.reconstructions_picture
     patch = pytest.MonkeyPatch()
     patch.setattr(
-        run_folder.rp,
-        "write_run_pictures",
-        lambda *a, **k: returned.append(original(*a, **k)) or returned[-1],
+        run_pictures,
+        "reconstructions_picture",
+        lambda *a, **k: returned.append(original(*a, **k)[1]) or original(*a, **k),
     )
     try:
         code, out, err = _main("train", *images, "--epochs", "3", *TINY, "--out", root / "run")

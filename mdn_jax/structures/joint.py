@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mdn_jax import guards
 from mdn_jax.structures import shared
 from mdn_jax.structures.gaussian import check_shapes, log_bin_mass, normal_log_prob
 from mdn_jax.structures.spec import Structure
@@ -25,6 +26,7 @@ def joint(logits, means, scales) -> JointMixture:
     """A joint diagonal mixture: logits `[..., K]`, means and scales `[..., K, D]`."""
     logits, means, scales = map(jnp.asarray, (logits, means, scales))
     check_shapes("joint", logits.shape + means.shape[-1:], means.shape, scales.shape)
+    guards.check_scales("joint", scales)
     return JointMixture(logits, means, scales)
 
 

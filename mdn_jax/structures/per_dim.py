@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdn_jax import guards
 from mdn_jax.structures import shared
 from mdn_jax.structures.gaussian import check_shapes, log_bin_mass, normal_log_prob
 from mdn_jax.structures.spec import Structure
@@ -26,6 +27,7 @@ def per_dim(logits, means, scales) -> PerDimMixture:
     """Independent per-dimension mixtures: logits, means and scales all `[..., D, K]`."""
     logits, means, scales = map(jnp.asarray, (logits, means, scales))
     check_shapes("per_dim", logits.shape, means.shape, scales.shape)
+    guards.check_scales("per_dim", scales)
     return PerDimMixture(logits, means, scales)
 
 
