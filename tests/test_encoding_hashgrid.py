@@ -224,3 +224,39 @@ def test_resume_keeps_the_encoding(hashgrid_run):
     code, _, err = _main("train", root / "a.png", "--epochs", "14", *FLAGS[2:],
                          "--out", root / "run", "--resume")  # fmt: skip
     assert code == 2 and "other settings" in err and "encoding" in err, err
+
+
+@pytest.mark.parametrize("command", ["demo", "train"])
+def test_flags_parse_on_demo_and_train_with_unchanged_defaults(command):
+    parser = cli.build_parser()
+    rest = ["x.png", "--out", "run"] if command == "train" else []
+    args = parser.parse_args([command, *rest])
+    assert args.encoding == "identity" and args.fourier_features == 0
+    assert (args.hashgrid_levels, args.hashgrid_features, args.hashgrid_log2_table) == (8, 4, 15)
+    assert (args.hashgrid_min_res, args.hashgrid_max_res) == (16, 256)
+    args = parser.parse_args([command, *FLAGS[:12], *rest])
+    assert args.encoding == "hashgrid" and args.hashgrid_max_res == 32
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--encoding", "fourier"], ("error:", "fourier_features > 0")),
+        (["--encoding", "hashgrid", "--fourier-features", "8"], ("fourier_features to 0",)),
+        (
+            ["--encoding", "hashgrid", "--hashgrid-min-res", "64", "--hashgrid-max-res", "8"],
+            ("finest",),
+        ),
+        (["--hashgrid-levels", "0"], ("--hashgrid-levels",)),
+        (["--encoding", "radial"], ("--encoding", "invalid choice")),
+    ],
+)
+def test_bad_encoding_flags_are_one_line_errors(tmp_path, extra, words):
+    pixels = np.zeros((4, 4, 3), np.uint8)
+    iio.imwrite(tmp_path / "a.png", pixels)
+    code, out, err = _main("train", tmp_path / "a.png", *extra, "--out", tmp_path / "run")
+    lines = [line for line in err.splitlines() if line.startswith("mdn-jax")]
+    assert code == 2 and len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], (word, err)
+    assert not (tmp_path / "run" / "checkpoint").exists()
