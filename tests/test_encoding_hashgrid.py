@@ -145,6 +145,8 @@ def test_hashgrid_model_trains_on_a_tiny_image():
     )
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.5, losses
+    # The table was trained: it started uniform in [-1e-4, 1e-4] (hashgrid's init_scale).
+    assert np.abs(np.asarray(result.params["encoding"]["table"][...])).max() > 1e-3
 
 
 # --- the CLI -----------------------------------------------------------------------------------
