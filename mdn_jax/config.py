@@ -3,7 +3,8 @@
 Every choice list and default lives here once; the model, the trainer and the command line
 (`mdn_jax.cli`) read them from here. Each field names its validator in its metadata (`_field`),
 and `_Config` runs them, so a new field is one line; checks that relate several fields sit in
-the config's `_check`. Plain Python only (no JAX): the CLI imports this to build its parser.
+the config's `_check`. Plain Python only (no JAX): the CLI imports this to build its parser (a
+hash-grid config alone imports `mdn_jax.encoding` to check its grid, when it is built).
 """
 
 from __future__ import annotations
