@@ -27,6 +27,12 @@ def _configs(args, images):
         scale_floor=args.scale_floor,
         fourier_features=args.fourier_features,
         fourier_scale=args.fourier_scale,
+        encoding=args.encoding,
+        hashgrid_levels=args.hashgrid_levels,
+        hashgrid_features=args.hashgrid_features,
+        hashgrid_log2_table=args.hashgrid_log2_table,
+        hashgrid_min_res=args.hashgrid_min_res,
+        hashgrid_max_res=args.hashgrid_max_res,
         dtype=args.dtype,
         **init,
     )

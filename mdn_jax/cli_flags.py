@@ -168,6 +168,7 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
         default=MODEL.fourier_scale,
         help=f"standard deviation of the Fourier frequencies (default {MODEL.fourier_scale:g})",
     )
+    _add_encoding_flags(parser)
     parser.add_argument(
         "--init",
         choices=("random", "spread"),
@@ -188,6 +189,28 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
         help="compute dtype of the trunk's matrix products; bfloat16 keeps params, optimiser "
         f"state and the likelihood in float32 (default {MODEL.dtype})",
     )
+
+
+def _add_encoding_flags(parser: argparse.ArgumentParser) -> None:
+    """Which input encoding (identity, fourier, hashgrid) and the hash grid's size."""
+    parser.add_argument(
+        "--encoding",
+        choices=cfg.ENCODINGS,
+        default=MODEL.encoding,
+        help="input encoding of the position: identity (raw, the default), fourier (needs "
+        "--fourier-features) or hashgrid (a trainable multiresolution hash grid)",
+    )
+    for flag, field, what in (
+        ("--hashgrid-levels", "hashgrid_levels", "levels (resolutions)"),
+        ("--hashgrid-features", "hashgrid_features", "features per level"),
+        ("--hashgrid-log2-table", "hashgrid_log2_table", "log2 of the table's rows per level"),
+        ("--hashgrid-min-res", "hashgrid_min_res", "cells per axis of the coarsest level"),
+        ("--hashgrid-max-res", "hashgrid_max_res", "cells per axis of the finest level"),
+    ):
+        default = getattr(MODEL, field)
+        parser.add_argument(
+            flag, type=positive_int, default=default, help=f"hash grid {what} (default {default})"
+        )
 
 
 def _add_placement_flags(parser: argparse.ArgumentParser) -> None:

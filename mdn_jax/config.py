@@ -3,7 +3,8 @@
 Every choice list and default lives here once; the model, the trainer and the command line
 (`mdn_jax.cli`) read them from here. Each field names its validator in its metadata (`_field`),
 and `_Config` runs them, so a new field is one line; checks that relate several fields sit in
-the config's `_check`. Plain Python only (no JAX): the CLI imports this to build its parser.
+the config's `_check`. Plain Python only (no JAX): the CLI imports this to build its parser (a
+hash-grid config alone imports `mdn_jax.encoding` to check its grid, when it is built).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOSSES = ("nll", "discretised")
 ON_NONFINITE = ("stop", "skip")
+ENCODINGS = ("identity", "fourier", "hashgrid")  # mdn_jax.encoding's classes, by name
 # The keyword arguments of `model.head_to_mixture` (and of `MDNHead`), in that order.
 HEAD_OPTIONS = ("structure", "components", "out_features", "scale_floor", "mean_activation")
 
@@ -159,6 +161,15 @@ class ModelConfig(_Config):
         blurry, this lets them learn sharp edges. 0 (default) feeds x as it is.
       fourier_scale: standard deviation of B, in cycles per unit of normalised input.
       fourier_seed: seeds B (numpy, fixed at build time, so it is part of the config, not params).
+      encoding: 'identity' (default), 'fourier' or 'hashgrid' (see `mdn_jax.encoding`). For old
+        configs, 'identity' with fourier_features > 0 becomes 'fourier', as it always behaved.
+      hashgrid_levels, hashgrid_features, hashgrid_log2_table, hashgrid_min_res,
+        hashgrid_max_res: the hash grid's levels L, features per level F, log2 of its rows per
+        level, and its coarsest and finest cells per axis (`mdn_jax.hashgrid.HashGridConfig`;
+        defaults from the photo probe: 8 x 4, 2^15, 16 to 256).
+      hashgrid_low, hashgrid_high: the box of normalised inputs the hash grid spans, per input
+        feature: `low` maps to 0 and `high` to 1, outside it the grid is clamped. None means -1
+        and 1, the frame of the image normalisation (a whole image, any resolution).
       dtype: compute dtype of the trunk's matrix products, 'float32' (default) or 'bfloat16'
         (mixed precision: params, gradients and optimiser state stay float32; inputs, the
         Fourier encoding, the head and the mixture likelihood are float32 too).
@@ -185,6 +196,14 @@ class ModelConfig(_Config):
     fourier_features: int = _field(0, non_negative_int)
     fourier_scale: float = _field(10.0, positive_number)
     fourier_seed: int = _field(0, non_negative_int)
+    encoding: str = _field("identity", one_of(ENCODINGS))
+    hashgrid_levels: int = _field(8, positive_int)
+    hashgrid_features: int = _field(4, positive_int)
+    hashgrid_log2_table: int = _field(15, positive_int)
+    hashgrid_min_res: int = _field(16, positive_int)
+    hashgrid_max_res: int = _field(256, positive_int)
+    hashgrid_low: tuple[float, ...] | None = None
+    hashgrid_high: tuple[float, ...] | None = None
     dtype: str = _field("float32", one_of(DTYPES))
     mean_init: tuple[tuple[float, ...], ...] | None = None
     head_init_scale: float = _field(1.0, positive_number)
@@ -200,14 +219,16 @@ class ModelConfig(_Config):
                     f"got {self.mean_init!r}"
                 ) from None
             object.__setattr__(self, "mean_init", rows)
-        for name in ("input_offset", "input_scale"):
+        for name in ("input_offset", "input_scale", "hashgrid_low", "hashgrid_high"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
+        if self.encoding == "identity" and is_positive(self.fourier_features, integer=True):
+            object.__setattr__(self, "encoding", "fourier")  # configs from before `encoding`
         super().__post_init__()
 
     def _check(self) -> None:
-        for name in ("input_offset", "input_scale"):
+        for name in ("input_offset", "input_scale", "hashgrid_low", "hashgrid_high"):
             value = getattr(self, name)
             if value is not None:
                 if len(value) != self.in_features:
@@ -220,6 +241,20 @@ class ModelConfig(_Config):
             raise ValueError(f"input_scale must be positive, got {self.input_scale}")
         if self.mean_init is not None:
             self._check_mean_init()
+        self._check_encoding()
+
+    def _check_encoding(self) -> None:
+        if self.encoding == "fourier" and not self.fourier_features:
+            raise ValueError("encoding 'fourier' needs fourier_features > 0; set how many")
+        if self.encoding != "hashgrid":
+            return
+        if self.fourier_features:
+            raise ValueError(
+                "encoding 'hashgrid' takes no Fourier features; set fourier_features to 0"
+            )
+        from mdn_jax import encoding  # JAX, so only when a hash grid is asked for
+
+        encoding.check_hashgrid(self)
 
     def _check_mean_init(self) -> None:
         lengths = sorted({len(row) for row in self.mean_init})

@@ -67,7 +67,10 @@ class RunOptions:
 
 
 def image_model_config(**overrides) -> mdl.ModelConfig:
-    """A model config for (row, column) -> RGB with the image input normalisation."""
+    """A model config for (row, column) -> RGB with the image input normalisation.
+
+    A hash grid spans the whole frame: its box (stored in the config) is the normalised image of
+    the unit square, so pixel centres at any render resolution interpolate the same grid."""
     values = dict(
         in_features=2,
         out_features=3,
@@ -76,6 +79,10 @@ def image_model_config(**overrides) -> mdl.ModelConfig:
         scale_floor=cfg.IMAGE_SCALE_FLOOR,
     )
     values.update(overrides)
+    if values.get("encoding") == "hashgrid":
+        offset, scale = np.asarray(values["input_offset"]), np.asarray(values["input_scale"])
+        values.setdefault("hashgrid_low", tuple(((0.0 - offset) / scale).tolist()))
+        values.setdefault("hashgrid_high", tuple(((1.0 - offset) / scale).tolist()))
     return mdl.ModelConfig(**values)
 
 
