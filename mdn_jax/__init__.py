@@ -9,6 +9,7 @@ distrax, numpyro and TFP bridges (`mdn_jax.bridges`), the network (`mdn_jax.mode
 from mdn_jax._version import version as _installed_version
 from mdn_jax.bridges import to_distrax, to_numpyro, to_tfp
 from mdn_jax.calibration import calibration_metrics, coverage, crps, pit
+from mdn_jax.coherent import coherent_sample
 from mdn_jax.config import ModelConfig, TrainConfig
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.discretised import bits_per_channel, discretised_log_prob
@@ -58,6 +59,7 @@ __all__ = [
     "log_prob",
     "nll",
     "sample",
+    "coherent_sample",
     "mean",
     "variance",
     "most_probable_mean",

@@ -141,6 +141,12 @@ def _add_render(subcommands) -> None:
     )
     render.add_argument("--seed", type=non_negative_int, default=0, help="random seed for sample")
     render.add_argument(
+        "--coherent",
+        action="store_true",
+        help="with --method sample: one random draw per sample shared by all its pixels, so a "
+        "sample looks like an image, not per-pixel noise (each pixel's marginal is unchanged)",
+    )
+    render.add_argument(
         "--chunk", type=positive_int, default=65536, help="pixels per compiled chunk"
     )
     render.add_argument(

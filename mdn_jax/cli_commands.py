@@ -50,8 +50,19 @@ def _configs(args, images):
         frame_every=args.frame_every,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress and sys.stderr.isatty(),
+        holdout=_holdout(args),
     )
     return model_config, train_config, options
+
+
+def _holdout(args) -> float:
+    """--holdout, or on --resume without it the share the run was started with (config.json)."""
+    if args.holdout is not None or not args.resume:
+        return args.holdout or 0.0
+    try:
+        return float(json.loads((Path(args.out) / "config.json").read_text())["run"]["holdout"])
+    except (OSError, KeyError, ValueError, TypeError):  # no such file or an older run: none
+        return 0.0
 
 
 def _start_processes(args) -> None:
@@ -111,8 +122,10 @@ def _train_and_report(images, args, data_info) -> int:
         f"device{'s' if values['devices'] > 1 else ''}"
     )
     print(
-        f"wrote {out}/: open montage.gif (training progress), final_mode.png, components.png, "
-        f"samples.png, uncertainty.png, loss.png; scores in metrics.json"
+        f"wrote {out}/: open montage.gif (training progress), reconstructions.png, "
+        f"final_mode.png, components.png, samples.png, uncertainty.png, loss.png"
+        f"{', calibration.png' if values.get('calibration') else ''}; scores in metrics.json, "
+        f"one line per epoch in history.jsonl"
     )
     if values.get("interrupted"):
         from mdn_jax import signals
@@ -168,6 +181,8 @@ def run_render(args) -> int:
         what=f"the render ({shape})",
         fix="pass a smaller --size" + (" or fewer --samples" if count > 1 else ""),
     )
+    if args.coherent and args.method != "sample":
+        raise ValueError(f"--coherent applies to --method sample only, not {args.method}; drop it")
     if args.method == "component" and args.component >= model_config.components:
         raise ValueError(
             f"--component {args.component} does not exist: this model has components "
@@ -186,6 +201,7 @@ def run_render(args) -> int:
         sigma_temperature=args.sigma_temperature,
         pixels_per_chunk=args.chunk,
         devices=args.devices,
+        coherent=args.coherent,
     )
     if args.method == "sample":
         image = image[0] if len(image) == 1 else media.grid(list(image))

@@ -258,6 +258,14 @@ def _add_run_folder_flags(parser: argparse.ArgumentParser, *, frame_every: int) 
         help="epochs between checkpoints (default 25; one is always written at the end)",
     )
     parser.add_argument(
+        "--holdout",
+        type=number(float, allow_zero=True),
+        default=None,
+        metavar="FRACTION",
+        help="share of the pixels kept out of training (seeded by --seed), scored each epoch as "
+        "held_out_nll and calibrated at the end (default 0: none; --resume keeps the run's own)",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue from the latest checkpoint in --out"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

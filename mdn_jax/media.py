@@ -172,52 +172,15 @@ def line_chart(
     *,
     title: str = "",
     xlabel: str = "epoch",
+    ylabel: str = "",
     size: tuple[int, int] = (640, 400),
 ) -> np.ndarray:
-    """A plain line chart of one or more series over their index, `[H, W, 3]` float in [0, 1]."""
-    from PIL import Image, ImageDraw
+    """A line chart of one or more series over their index, `[H, W, 3]` float in [0, 1]:
+    round ticks, axis labels, a legend (see `mdn_jax.chart`). Pass the held-out curve as a
+    second series."""
+    from mdn_jax import chart
 
-    width, height = size
-    left, right, top, bottom = 64, 16, 28, 40
-    image = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    values = [np.asarray(v, np.float64) for v in series.values()]
-    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if high - low < 1e-12:
-        low, high = low - 1.0, high + 1.0
-    length = max((len(v) for v in values), default=1)
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def to_xy(i, value):
-        x = left + (i / max(length - 1, 1)) * plot_w
-        y = top + (1.0 - (value - low) / (high - low)) * plot_h
-        return x, y
-
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline=(120, 120, 120))
-    for fraction in np.linspace(0, 1, 5):
-        value = low + fraction * (high - low)
-        _, y = to_xy(0, value)
-        draw.line([left - 4, y, left, y], fill=(120, 120, 120))
-        draw.text((4, y - 6), f"{value:.3g}", fill=(60, 60, 60))
-    for i in np.unique(np.linspace(0, length - 1, min(length, 6)).round().astype(int)):
-        x, _ = to_xy(i, low)
-        draw.text((x - 8, top + plot_h + 6), str(i + 1), fill=(60, 60, 60))
-    draw.text((left + plot_w // 2 - 20, height - 18), xlabel, fill=(60, 60, 60))
-    draw.text((left, 8), title, fill=(20, 20, 20))
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
-    for index, (name, v) in enumerate(zip(series, values)):
-        colour = colours[index % len(colours)]
-        points = [to_xy(i, value) for i, value in enumerate(v) if np.isfinite(value)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        elif points:
-            draw.ellipse(
-                [points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2],
-                fill=colour,
-            )
-        draw.text((left + plot_w - 150, top + 6 + 14 * index), name, fill=colour)
-    return np.asarray(image, np.float32) / 255.0
+    return chart.line_chart(series, title=title, xlabel=xlabel, ylabel=ylabel, size=size)
 
 
 def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -34,19 +34,62 @@ def _chunk_errors(graphdef, params, positions, images):
     """For positions `[C, 2]` and the images' colours there `[N, C, 3]`:
 
     returns squared errors summed over channels per component `[N, K]` (summed over the
-    chunk), the per-pixel closest-component error `[N]` (summed over the chunk), and the
-    continuous and discretised log-likelihoods of every image's pixels `[N]` (summed over it).
+    chunk), the per-pixel closest-component error `[N]` (summed over the chunk), the
+    continuous and discretised log-likelihoods of every image's pixels `[N]` (summed over it),
+    and the closest component mean itself, the reconstruction, `[N, C, 3]`.
     """
     mixture = mdl.apply(graphdef, params, positions)  # batch [C]
     means = jnp.clip(mx.component_means(mixture), 0.0, 1.0)  # [C, K, D]
     errors = jnp.sum(jnp.square(means[None] - images[:, :, None, :]), axis=-1)  # [N, C, K]
     per_component = jnp.sum(errors, axis=1)  # over pixels: [N, K]
     closest = jnp.sum(jnp.min(errors, axis=-1), axis=1)  # min over K, sum over pixels: [N]
+    nearest = jax.nn.one_hot(jnp.argmin(errors, axis=-1), errors.shape[-1], dtype=means.dtype)
+    reconstruction = jnp.einsum("nck,ckd->ncd", nearest, means)  # mask, not gather: [N, C, D]
     log_likelihood = jnp.sum(jax.vmap(lambda y: mx.log_prob(mixture, y))(images), axis=1)  # [N]
     log_mass = jnp.sum(
         jax.vmap(lambda y: dz.discretised_log_prob(mixture, y))(images), axis=1
     )  # [N]
-    return per_component, closest, log_likelihood, log_mass
+    return per_component, closest, log_likelihood, log_mass, reconstruction
+
+
+def scan_images(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int = 8192) -> dict:
+    """One chunked pass of a model over its training images `[N, H, W, 3]`.
+
+    The one place both `image_scores` and `mdn_jax.reconstruct` get their numbers from, so a
+    reconstruction's PSNR is the coverage PSNR bit for bit. Memory is bounded by
+    `pixels_per_chunk` pixels of every image at a time (times K components). Returns numpy
+    arrays: `per_component` and `closest` (mean squared errors per channel, `[N, K]` and `[N]`),
+    `log_likelihood` and `log_mass` (summed over each image, `[N]`) and `reconstruction`
+    (per pixel the component mean, clipped to [0, 1], closest to the image's colour,
+    `[N, H, W, 3]`).
+    """
+    images = np.asarray(images, np.float32)
+    n, height, width, channels = images.shape
+    positions = dt.pixel_grid(height, width)
+    colours = images.reshape(n, height * width, channels)
+    per_component = closest = log_likelihood = log_mass = 0.0
+    reconstruction = np.empty_like(colours)
+    for start in range(0, height * width, pixels_per_chunk):
+        stop = start + pixels_per_chunk
+        a, b, c, d, e = _chunk_errors(
+            graphdef, params, positions[start:stop], colours[:, start:stop]
+        )
+        per_component, closest = per_component + a, closest + b
+        log_likelihood, log_mass = log_likelihood + c, log_mass + d
+        reconstruction[:, start:stop] = np.asarray(e)
+    count = height * width * channels
+    return {
+        "per_component": np.asarray(per_component) / count,
+        "closest": np.asarray(closest) / count,
+        "log_likelihood": np.asarray(log_likelihood),
+        "log_mass": np.asarray(log_mass),
+        "reconstruction": reconstruction.reshape(images.shape),
+    }
+
+
+def coverage_psnr(closest) -> list[float]:
+    """The coverage PSNRs as reported, one per image, in dB (rounded to 3 decimals)."""
+    return [round(float(v), 3) for v in psnr(closest)]
 
 
 def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int = 8192) -> dict:
@@ -57,25 +100,16 @@ def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int 
     `mdn_jax.discretised`), `component_psnr` and `coverage_psnr` (lists, one value per image, in dB) and
     `best_component` (the component index behind each component PSNR).
     """
-    images = np.asarray(images, np.float32)
-    n, height, width, channels = images.shape
-    positions = dt.pixel_grid(height, width)
-    colours = images.reshape(n, height * width, channels)
-    per_component = closest = log_likelihood = log_mass = 0.0
-    for start in range(0, height * width, pixels_per_chunk):
-        stop = start + pixels_per_chunk
-        a, b, c, d = _chunk_errors(graphdef, params, positions[start:stop], colours[:, start:stop])
-        per_component, closest = per_component + a, closest + b
-        log_likelihood, log_mass = log_likelihood + c, log_mass + d
-    count = height * width * channels
-    per_component, closest = np.asarray(per_component) / count, np.asarray(closest) / count
+    n, height, width, channels = np.shape(images)
+    scan = scan_images(graphdef, params, images, pixels_per_chunk=pixels_per_chunk)
+    per_component = scan["per_component"]
     return {
-        "nll_nats": float(-np.sum(log_likelihood) / (n * height * width)),
+        "nll_nats": float(-np.sum(scan["log_likelihood"]) / (n * height * width)),
         "bits_per_channel": float(
-            -np.sum(log_mass) / (n * height * width * channels * np.log(2.0))
+            -np.sum(scan["log_mass"]) / (n * height * width * channels * np.log(2.0))
         ),
         "component_psnr": [round(float(v), 3) for v in psnr(per_component.min(axis=1))],
-        "coverage_psnr": [round(float(v), 3) for v in psnr(closest)],
+        "coverage_psnr": coverage_psnr(scan["closest"]),
         "best_component": [int(k) for k in per_component.argmin(axis=1)],
     }
 

@@ -17,9 +17,12 @@ Methods (`METHODS`):
   mean         the mixture mean;
   sample       a random draw per pixel with temperature and sigma_temperature; N samples come
                from one compiled call per chunk (the network runs once, draws are vmapped);
+               with `coherent=True` each sample's pixels share one uniform and one normal draw
+               (see `mdn_jax.coherent`), so a sample looks like an image, not noise;
   component    the mean of component k at every pixel;
   uncertainty  the predictive standard deviation (root mean over channels of the mixture
-               variance), colour-mapped from 0 (dark) to the image's maximum (bright);
+               variance), colour-mapped on the fixed scale 0 (dark) to
+               `colours.UNCERTAINTY_MAX` = 0.5 (bright), the same for every model;
   components   which component wins at each pixel, one colour per component.
 """
 
@@ -31,71 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdn_jax import coherent as ch
 from mdn_jax import config as cfg
 from mdn_jax import guards, parallel
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
+from mdn_jax.colours import UNCERTAINTY_MAX, component_colours, heat_colours
 
 METHODS = ("mode", "mean", "sample", "component", "uncertainty", "components")
 DEFAULT_PIXELS_PER_CHUNK = 65536
-
-# A perceptually ordered dark-to-bright map (control points of matplotlib's 'magma').
-_HEAT = np.array(
-    [
-        [0.001, 0.000, 0.014],
-        [0.231, 0.059, 0.439],
-        [0.550, 0.161, 0.506],
-        [0.868, 0.288, 0.409],
-        [0.994, 0.624, 0.427],
-        [0.987, 0.991, 0.750],
-    ],
-    np.float32,
-)
-# Distinct colours for component maps (Tableau 10), cycled with darkening past 10.
-_PALETTE = np.array(
-    [
-        [0.122, 0.467, 0.706],
-        [1.000, 0.498, 0.055],
-        [0.173, 0.627, 0.173],
-        [0.839, 0.153, 0.157],
-        [0.580, 0.404, 0.741],
-        [0.549, 0.337, 0.294],
-        [0.890, 0.467, 0.761],
-        [0.498, 0.498, 0.498],
-        [0.737, 0.741, 0.133],
-        [0.090, 0.745, 0.812],
-    ],
-    np.float32,
-)
-
-
-def heat_colours(values: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
-    """Map non-negative values `[...]` to RGB `[..., 3]` on a dark-to-bright scale from 0 to vmax.
-
-    vmax defaults to the largest finite value. Degenerate values (a model whose standard
-    deviations overflow float32, as with a scale floor of 1e30) still map: +inf to the top of
-    the scale, NaN to the bottom.
-    """
-    values = np.asarray(values, np.float32)
-    finite = np.isfinite(values)
-    if vmax is None:
-        vmax = float(np.max(values, where=finite, initial=0.0))
-    vmax = float(vmax)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        t = values / vmax if 0 < vmax < np.inf else np.zeros_like(values)
-    t = np.where(np.isnan(values), 0.0, np.where(values == np.inf, 1.0, t))
-    t = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
-    position = t * (len(_HEAT) - 1)
-    low = np.minimum(position.astype(np.int32), len(_HEAT) - 2)
-    frac = (position - low)[..., None]
-    return (_HEAT[low] * (1 - frac) + _HEAT[low + 1] * frac).astype(np.float32)
-
-
-def component_colours(count: int) -> np.ndarray:
-    """`[count, 3]` distinct RGB colours for component indices."""
-    index = np.arange(count)
-    shade = 1.0 - 0.3 * ((index // len(_PALETTE)) % 3)
-    return (_PALETTE[index % len(_PALETTE)] * shade[:, None]).astype(np.float32)
 
 
 def _positions(pixel_ids: jax.Array, height, width) -> jax.Array:
@@ -118,6 +65,7 @@ def _tile_values(
     *,
     method: str,
     num_samples: int,
+    coherent: bool = False,
 ):
     """Values for one tile of pixel indices `[TILE]`: `[TILE, D]`, `[TILE]` or `[N, TILE, D]`."""
     mixture = mdl.apply(graphdef, params, _positions(pixel_ids, height, width))  # batch [TILE]
@@ -133,6 +81,13 @@ def _tile_values(
         return mx.most_probable_component(mixture)
 
     def one_sample(sample_key):  # -> [TILE, D]
+        if coherent:  # keyed by the sample alone: every pixel of every tile shares the draw
+            return ch.coherent_sample(
+                sample_key,
+                mixture,
+                temperature=temperature,
+                sigma_temperature=sigma_temperature,
+            )
         pixel_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(sample_key, pixel_ids)
         draw = functools.partial(
             mx.sample, temperature=temperature, sigma_temperature=sigma_temperature
@@ -143,7 +98,9 @@ def _tile_values(
     return jax.vmap(one_sample)(sample_keys)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "method", "chunk", "num_samples", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "method", "chunk", "num_samples", "mesh", "coherent")
+)
 def _render_chunk(
     graphdef,
     params,
@@ -159,6 +116,7 @@ def _render_chunk(
     chunk: int,
     num_samples: int,
     mesh=None,
+    coherent: bool = False,
 ):
     """Values for pixels `start .. start + chunk`: `[chunk, D]`, `[chunk]` or `[N, chunk, D]`.
 
@@ -182,6 +140,7 @@ def _render_chunk(
             sigma_temperature,
             method=method,
             num_samples=num_samples,
+            coherent=coherent,
         )
 
     ids = start + jnp.arange(chunk, dtype=jnp.int32)
@@ -218,10 +177,13 @@ def render_values(
     sigma_temperature: float = 1.0,
     pixels_per_chunk: int = DEFAULT_PIXELS_PER_CHUNK,
     devices: int | None = None,
+    coherent: bool = False,
 ) -> np.ndarray:
     """Raw per-pixel values of a render method, computed chunk by chunk.
 
     `devices`: how many of this process's devices share each chunk (None: all of them).
+    `coherent` (method 'sample' only): each sample shares one uniform and one normal draw
+    over all its pixels (`mdn_jax.coherent`) instead of drawing every pixel independently.
     Returns `[H, W, D]` (mode, mean, component), `[num_samples, H, W, D]` (sample),
     `[H, W]` float standard deviations (uncertainty) or `[H, W]` int component indices
     (components). Colours are not clipped.
@@ -239,6 +201,8 @@ def render_values(
     guards.check_temperatures(temperature=temperature, sigma_temperature=sigma_temperature)
     if method == "sample" and key is None:
         raise ValueError("method 'sample' needs a random key: pass key=jax.random.key(seed)")
+    if coherent and method != "sample":
+        raise ValueError(f"coherent applies to method 'sample' only, not {method!r}; drop it")
     key = jax.random.key(0) if key is None else key
     mesh = parallel.local_mesh(devices)
     if mesh.devices.size == 1:
@@ -262,10 +226,20 @@ def render_values(
         chunk=chunk,
         num_samples=num_samples if method == "sample" else 1,
         mesh=mesh,
+        coherent=bool(coherent),
     )
     lead = (num_samples,) if method == "sample" else ()
+    out = _gather_chunks(run, num_chunks=num_chunks, chunk=chunk, lead=lead)
+    if method == "sample":
+        return out[:, :total].reshape((num_samples, height, width) + out.shape[2:])
+    return out[:total].reshape((height, width) + out.shape[1:])
+
+
+def _gather_chunks(run, *, num_chunks: int, chunk: int, lead: tuple[int, ...]) -> np.ndarray:
+    """Every chunk's values `run(start=...)` side by side on the host: `lead + [num_chunks *
+    chunk, ...]`. One chunk computes while the last is copied out."""
     out = None
-    in_flight = None  # (index, device values): one chunk computes while the last is copied out
+    in_flight = None  # (index, device values)
     for index in range(num_chunks + 1):
         current = (index, run(start=index * chunk)) if index < num_chunks else None
         if in_flight is not None:
@@ -276,9 +250,7 @@ def render_values(
                 )
             out[(slice(None),) * len(lead) + (slice(done * chunk, (done + 1) * chunk),)] = values
         in_flight = current
-    if method == "sample":
-        return out[:, :total].reshape((num_samples, height, width) + out.shape[2:])
-    return out[:total].reshape((height, width) + out.shape[1:])
+    return out
 
 
 TILE = 4096  # measured on a 2-core CPU: 1024 and 16384 are ~2x slower, 2048 and 8192 ~1.5x
@@ -304,7 +276,7 @@ def render(
     """
     values = render_values(graphdef, params, height=height, width=width, method=method, **options)
     if method == "uncertainty":
-        return heat_colours(values)
+        return heat_colours(values, vmax=UNCERTAINTY_MAX)
     if method == "components":
         return component_colours(mdl.config_of(graphdef, params).components)[values]
     return np.clip(values, 0.0, 1.0).astype(np.float32)

@@ -37,6 +37,7 @@ _FLAGS = {
     ("train", "on_nonfinite"): "--on-nonfinite",
     ("run", "frame_every"): "--frame-every",
     ("run", "checkpoint_every"): "--checkpoint-every",
+    ("run", "holdout"): "--holdout",
 }
 
 

@@ -6,13 +6,17 @@ epoch's `train.EpochReport`:
 - `StopOnSignal`: Ctrl-C or SIGTERM (read once per epoch, agreed by every process) stops after this epoch;
 - `Diagnostics`: adds the collapse diagnostics of the mixture over the pixel grid to the record;
 - `ProgressText`: the progress bar's status line;
+- `HeldOut`: with `--holdout`, the held-out pixels' NLL as `held_out_nll` in the record;
 - `RunHistory`: the run's history, rounded for the files (metrics.json, checkpoints);
-- `Frames`: a montage frame (and a log line when there is no bar) every `frame_every` epochs;
+- `LiveHistory`: that epoch's record as one line of history.jsonl (`mdn_jax.history`);
+- `Frames`: a montage frame of reconstructions (and a log line when there is no bar) every
+  `frame_every` epochs;
 - `Checkpoints`: a checkpoint every `checkpoint_every` epochs and at the last one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -24,9 +28,10 @@ import jax
 import numpy as np
 
 from mdn_jax import checkpoint as ckpt
+from mdn_jax import history as hs
 from mdn_jax import media, metrics, parallel
 from mdn_jax import model as mdl
-from mdn_jax import render as rd
+from mdn_jax import run_pictures as rp
 from mdn_jax import train as tr
 from mdn_jax.signals import StopFlag as StopFlag  # SIGINT or SIGTERM
 
@@ -116,8 +121,43 @@ class RunHistory:
 
 
 @dataclasses.dataclass
+class HeldOut:
+    """Adds `held_out_nll`: the mean NLL (nats/pixel) of the pixels `--holdout` kept out."""
+
+    xs: np.ndarray  # [M, 2] held-out positions
+    ys: np.ndarray  # [M, 3] their colours
+
+    def __call__(self, report: tr.EpochReport) -> dict[str, Any]:
+        nll = tr.evaluate_nll(report.graphdef, report.state.params, self.xs, self.ys)
+        return {rp.HELD_OUT_KEY: round(nll, 6) if math.isfinite(nll) else None}
+
+
+@dataclasses.dataclass
+class LiveHistory:
+    """Appends the epoch's file record (the last of `history`) to history.jsonl."""
+
+    log: hs.HistoryLog
+    history: RunHistory
+
+    def __call__(self, report: tr.EpochReport) -> None:
+        self.log.write(self.history.records[-1])
+
+
+@contextlib.contextmanager
+def live_history(folder: Path, history: RunHistory, *, start_epoch: int, enabled: bool):
+    """A `LiveHistory` on folder/history.jsonl, cut back to `start_epoch` (the resumed
+    checkpoint's records) and closed however training ends; None when not `enabled`."""
+    if not enabled:
+        yield None
+        return
+    earlier = list(history.records)
+    with hs.HistoryLog(folder, resume_epoch=start_epoch, earlier=earlier) as log:
+        yield LiveHistory(log, history)
+
+
+@dataclasses.dataclass
 class Frames:
-    """A montage frame (training images beside the mode render) at the first epoch, every
+    """A montage frame (training images over their reconstructions) at the first epoch, every
     `every` epochs (0: none between) and the last; a log line with it when there is no bar."""
 
     images: np.ndarray  # [N, H, W, 3]
@@ -132,10 +172,10 @@ class Frames:
         last = epoch == self.epochs or self.stop.now
         if not (epoch == 1 or last or (self.every and epoch % self.every == 0)):
             return
-        height, width = self.images.shape[1:3]
         params = parallel.local(report.state.params)
-        render = rd.render(report.graphdef, params, height=height, width=width, method="mode")
-        frame = media.montage_frame(self.images, render, label=f"epoch {epoch}")
+        frame = rp.reconstruction_frame(
+            report.graphdef, params, self.images, label=f"epoch {epoch}"
+        )
         media.save_png(self.folder / f"epoch_{epoch:05d}.png", frame)
         if self.log is not None:
             self.log(_log_line(report.record, self.epochs))

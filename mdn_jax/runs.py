@@ -1,23 +1,11 @@
 """A training run on images, in a run folder: progress, frames, checkpoints, final renders.
 
-Layout of a run folder:
-
-    config.json       model, training and data settings, versions
-    metrics.json      scores (nll_nats, component_psnr, coverage_psnr, ...) and per-epoch history
-    checkpoint/       Orbax checkpoints (params, optimiser state, epoch), newest kept
-    frames/           one PNG per frame of the montage (training images beside the mode render)
-    montage.gif       those frames as an animation
-    final_mode.png    the mode render at training resolution
-    components.png    one render per component, in a grid
-    samples.png       random draws (temperature 1) in a grid
-    uncertainty.png   predictive standard deviation, colour-mapped
-    loss.png          the training curve
-
-Every file is written under a temporary name and renamed into place. Ctrl-C or SIGTERM stops
-after the current epoch, saves a checkpoint and writes the outputs; a second one aborts at once
-(`mdn_jax.signals`). One run writes a folder at a time (`mdn_jax.runlock`); a full disk ends in
-one line (`mdn_jax.diskspace`); metrics.json is written before the pictures, and a picture that
-cannot be made is skipped (`mdn_jax.safe_outputs`).
+The folder's layout: see `mdn_jax.run_folder`. Every file is written under a temporary name
+and renamed into place. Ctrl-C or SIGTERM stops after the current epoch, saves a checkpoint and
+writes the outputs; a second one aborts at once (`mdn_jax.signals`). One run writes a folder at
+a time (`mdn_jax.runlock`); a full disk ends in one line (`mdn_jax.diskspace`); metrics.json is
+written before the pictures, and a picture that cannot be made is skipped
+(`mdn_jax.safe_outputs`).
 
 Devices and processes: training is data parallel over `devices` devices (None: all; see
 `mdn_jax.parallel`). Under `jax.distributed.initialize()` every process runs this same function
@@ -45,6 +33,7 @@ from mdn_jax import checkpoint as ckpt
 from mdn_jax import config as cfg
 from mdn_jax import data as dt
 from mdn_jax import diskspace, media, parallel, runlock
+from mdn_jax import holdout as hd
 from mdn_jax import model as mdl
 from mdn_jax import run_callbacks as rc
 from mdn_jax import train as tr
@@ -57,16 +46,20 @@ class RunOptions:
 
     frame_every: epochs between montage frames (0: only the first and last epoch).
     checkpoint_every: epochs between checkpoints (one is always written at the end).
-    samples: random draws shown in samples.png.
+    samples: random draws shown in samples.png (per kind).
     progress: show a progress bar.
+    holdout: share of the pixels (seeded by the training seed) kept out of training and
+      scored each epoch (0: none).
     """
 
     frame_every: int = 10
     checkpoint_every: int = 25
     samples: int = 8
     progress: bool = True
+    holdout: float = 0.0
 
     def __post_init__(self):
+        hd.check_fraction(self.holdout)
         for name in ("frame_every", "checkpoint_every", "samples"):
             (cfg.positive_int if name == "samples" else cfg.non_negative_int)(
                 name, getattr(self, name)
@@ -124,13 +117,14 @@ def train_on_images(
     out = Path(out)
     images = np.asarray(images, np.float32)
     xs, ys = dt.image_pairs(images)
+    xs, ys, held_out = hd.split_pairs(xs, ys, fraction=options.holdout, seed=train_config.seed)
     tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
     placement = parallel.Placement.build(devices, batch_size=train_config.batch_size)
     main = parallel.is_main_process()
     log = log if main else _silent
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
-    run = _Run(out, images, model_config, train_config, options, placement, main, log)
+    run = _Run(out, images, model_config, train_config, options, placement, main, log, held_out)
     start_epoch, state, history = _resume_point(run, resume=resume, num_samples=xs.shape[0])
     log(run.description())
     num_samples = xs.shape[0]
@@ -168,6 +162,7 @@ def train_on_images(
         seconds=time.perf_counter() - run_seconds,
         interrupted=interrupted,
         devices=placement.devices,
+        held_out=held_out,
     )
 
 
@@ -183,6 +178,7 @@ class _Run:
     placement: parallel.Placement
     main: bool  # this process writes the files
     log: Callable[[str], None]
+    held_out: tuple[np.ndarray, np.ndarray] | None  # (xs, ys) of --holdout's pixels
 
     def description(self) -> str:
         """The run's first log line: data, devices, model and epochs."""
@@ -214,7 +210,8 @@ class _Run:
             config.epochs, start_epoch, self.options.progress and self.main
         )
         history = rc.RunHistory(history)
-        with rc.StopFlag() as flag, progress:
+        live = rc.live_history(self.out, history, start_epoch=start_epoch, enabled=self.main)
+        with rc.StopFlag() as flag, progress, live as live_history:
             stop = rc.StopOnSignal(flag, self.placement)
             frames = rc.Frames(
                 self.images,
@@ -235,8 +232,9 @@ class _Run:
             )
             grid = jax.device_put(dt.pixel_grid(*self.images.shape[1:3]))
             diagnostics = rc.Diagnostics(grid, self.model_config.scale_floor)
-            ours = [stop, diagnostics, rc.ProgressText(progress, task), history]
-            ours += [frames, checkpoints] if self.main else [checkpoints]
+            ours = [stop, diagnostics] + ([rc.HeldOut(*self.held_out)] if self.held_out else [])
+            ours += [rc.ProgressText(progress, task), history]
+            ours += [live_history, frames, checkpoints] if self.main else [checkpoints]
             try:
                 result = tr.fit_placed(
                     self.placement,

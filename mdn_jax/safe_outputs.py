@@ -9,6 +9,7 @@ a picture's problem: it is raised (see `mdn_jax.diskspace`).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +18,13 @@ import jax
 import numpy as np
 
 from mdn_jax import diskspace, media
-from mdn_jax import model as mdl
 from mdn_jax import render as rd
+from mdn_jax import run_pictures as rp
 
 NAMES = (
     "montage.gif",
     "final_mode.png",
+    "reconstructions.png",
     "components.png",
     "samples.png",
     "uncertainty.png",
@@ -52,34 +54,30 @@ def _montage(out: Path) -> None:
 
 
 def makers(
-    out: Path, images: np.ndarray, graphdef, params, model_config: mdl.ModelConfig, history, samples
+    out: Path,
+    images: np.ndarray,
+    graphdef,
+    params,
+    history,
+    samples,
+    calibration: dict | None = None,
 ) -> dict[str, Callable[[], object]]:
-    """One function per picture (in `NAMES` order) that renders and writes it."""
+    """One function per picture (in `NAMES` order, then calibration.png when `calibration`,
+    `mdn_jax.calibration_metrics`' dict, is given) that renders and writes it. The labelled
+    pictures are `mdn_jax.run_pictures`'."""
     height, width = images.shape[1:3]
-
-    def draw(method, **options):
-        return rd.render(graphdef, params, height=height, width=width, method=method, **options)
-
-    def components():
-        renders = [draw("component", component=k) for k in range(model_config.components)]
-        return media.save_png(out / "components.png", media.grid(renders))
-
-    def sample_grid():
-        drawn = draw("sample", key=jax.random.key(0), num_samples=samples)
-        return media.save_png(out / "samples.png", media.grid(list(drawn)))
-
-    losses = [np.nan if h["loss"] is None else h["loss"] for h in history]
-    return {
+    mode = functools.partial(rd.render, graphdef, params, height=height, width=width)
+    todo = {
         "montage.gif": lambda: _montage(out),
-        "final_mode.png": lambda: media.save_png(out / "final_mode.png", draw("mode")),
-        "components.png": components,
-        "samples.png": sample_grid,
-        "uncertainty.png": lambda: media.save_png(out / "uncertainty.png", draw("uncertainty")),
-        "loss.png": lambda: media.save_png(
-            out / "loss.png",
-            media.line_chart({"training NLL (nats/pixel)": losses}, title="training loss"),
-        ),
+        "final_mode.png": lambda: media.save_png(out / "final_mode.png", mode(method="mode")),
     }
+    todo |= rp.picture_makers(
+        out, graphdef, params, images, history, key=jax.random.key(0), num_samples=samples
+    )
+    if calibration is not None:
+        chart = functools.partial(media.calibration_chart, calibration)
+        todo["calibration.png"] = lambda: media.save_png(out / "calibration.png", chart())
+    return todo
 
 
 def write_all(
@@ -87,14 +85,15 @@ def write_all(
     images: np.ndarray,
     graphdef,
     params,
-    model_config: mdl.ModelConfig,
     history: list[dict],
     *,
     samples: int,
+    calibration: dict | None = None,
 ) -> list[str]:
-    """Write every picture of a finished run into `out`; return the names of those skipped."""
+    """Write every picture of a finished run into `out`; return the names of those skipped.
+    `calibration`: the held-out calibration scores, drawn as calibration.png."""
     skipped = []
-    todo = makers(Path(out), images, graphdef, params, model_config, history, samples)
+    todo = makers(Path(out), images, graphdef, params, history, samples, calibration)
     for name, make in todo.items():
         # Any failure here is one picture's (a decoder limit, degenerate values): training and
         # its scores are already on disk, so report it and go on to the next picture.

@@ -121,16 +121,18 @@ def _render_checks() -> dict:
     )
     graphdef, params = model.init(config, key=jax.random.key(0))
     equal, ulps, unequal = {}, {}, {}
-    for method, devices in (
-        ("sample", DEVICES),
-        ("mode", 3),
+    for method, devices, coherent in (
+        ("sample", DEVICES, False),
+        ("sample", DEVICES, True),  # one draw shared by every pixel of every device's tiles
+        ("mode", 3, False),
     ):  # 3: chunks rounded up to 3 x 4096 pixels
         options = dict(height=97, width=131, method=method, key=jax.random.key(5), num_samples=2)
+        options |= dict(coherent=True) if coherent else {}
         one = render.render_values(graphdef, params, devices=1, **options)
         many = render.render_values(
             graphdef, params, devices=devices, pixels_per_chunk=8192, **options
         )
-        name = f"{method}_{devices}"
+        name = f"{'coherent' if coherent else method}_{devices}"
         equal[name] = bool(one.shape == many.shape and np.array_equal(one, many))
         if one.shape == many.shape:
             # ulps of the larger magnitude, at least 1.0 (colours: one ulp of 1.0 is 1.2e-7)
@@ -258,6 +260,8 @@ def test_sharded_render_equals_the_one_device_render(multi_device):
     assert multi_device["render_ulps"]["mode_3"] == 0.0
     assert multi_device["render_ulps"]["sample_4"] <= 1.0
     assert multi_device["render_unequal"]["sample_4"] < 1e-3
+    assert multi_device["render_ulps"]["coherent_4"] <= 1.0  # the same draw arithmetic
+    assert multi_device["render_unequal"]["coherent_4"] < 1e-3
 
 
 def test_cli_train_on_four_devices_says_so(multi_device):

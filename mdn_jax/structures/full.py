@@ -79,6 +79,13 @@ def sample(key, mixture: FullMixture, *, sample_shape, temperature, sigma_temper
     return loc + sigma_temperature * jnp.einsum("...ij,...j->...i", tril, noise)
 
 
+def coherent_draw(mixture: FullMixture, uniform, normal, *, temperature, sigma_temperature):
+    one_hot = shared.inverse_cdf_one_hot(mixture.logits, uniform, temperature=temperature)
+    loc = jnp.einsum("...k,...kd->...d", one_hot, mixture.means)  # [S..., ..., D]
+    tril = jnp.einsum("...k,...kij->...ij", one_hot, mixture.scale_tril)
+    return loc + sigma_temperature * jnp.einsum("...ij,...j->...i", tril, normal)
+
+
 def marginals(mixture: FullMixture):
     """Dimension d of component k is N(mu_kd, Sigma_kdd): scale = sqrt of the covariance diagonal."""
     return shared.marginals(mixture, jnp.sqrt(component_variances(mixture)))
@@ -131,6 +138,7 @@ STRUCTURE = Structure(
     variance=variance,
     most_probable_component=shared.most_probable_component,
     sample=sample,
+    coherent_draw=coherent_draw,
     entropy_of_weights=shared.entropy_of_weights,
     marginals=marginals,
     floored_scales=floored_scales,

@@ -62,6 +62,13 @@ def sample(key, mixture: JointMixture, *, sample_shape, temperature, sigma_tempe
     return loc + sigma_temperature * scale * noise
 
 
+def coherent_draw(mixture: JointMixture, uniform, normal, *, temperature, sigma_temperature):
+    one_hot = shared.inverse_cdf_one_hot(mixture.logits, uniform, temperature=temperature)
+    loc = jnp.einsum("...k,...kd->...d", one_hot, mixture.means)  # [S..., ..., D]
+    scale = jnp.einsum("...k,...kd->...d", one_hot, mixture.scales)
+    return loc + sigma_temperature * scale * normal
+
+
 def marginals(mixture: JointMixture):
     return shared.marginals(mixture, mixture.scales)
 
@@ -106,6 +113,7 @@ STRUCTURE = Structure(
     variance=variance,
     most_probable_component=shared.most_probable_component,
     sample=sample,
+    coherent_draw=coherent_draw,
     entropy_of_weights=shared.entropy_of_weights,
     marginals=marginals,
     floored_scales=floored_scales,

@@ -94,6 +94,16 @@ def entropy_of_weights(mixture: PerDimMixture) -> jax.Array:
     return jnp.sum(shared.weight_entropy(mixture.logits), axis=-1)  # over D
 
 
+def coherent_draw(mixture: PerDimMixture, uniform, normal, *, temperature, sigma_temperature):
+    """Each dimension's own weights `[..., D, K]`; the same u picks a component in each."""
+    one_hot = shared.inverse_cdf_one_hot(
+        mixture.logits, uniform[..., None], temperature=temperature
+    )
+    loc = jnp.sum(one_hot * mixture.means, axis=-1)  # [S..., ..., D]
+    scale = jnp.sum(one_hot * mixture.scales, axis=-1)
+    return loc + sigma_temperature * scale * normal
+
+
 def marginals(mixture: PerDimMixture):
     return jax.nn.log_softmax(mixture.logits, axis=-1), mixture.means, mixture.scales
 
@@ -148,6 +158,7 @@ STRUCTURE = Structure(
     variance=variance,
     most_probable_component=most_probable_component,
     sample=sample,
+    coherent_draw=coherent_draw,
     entropy_of_weights=entropy_of_weights,
     marginals=marginals,
     floored_scales=floored_scales,

@@ -24,6 +24,28 @@ def draw_components(key, logits, *, sample_shape, temperature, dtype):
     return jax.nn.one_hot(index, logits.shape[-1], dtype=dtype), noise_key
 
 
+def inverse_cdf_one_hot(
+    logits: jax.Array, uniform: jax.Array, *, temperature: float | jax.Array = 1.0
+) -> jax.Array:
+    """One-hot `[..., K]` of the component the inverse CDF of the tempered weights picks at u.
+
+    logits `[..., K]`, uniform broadcastable to `[...]`. The weights are
+    `softmax(logits / temperature)` (at temperature 0: all weight on the heaviest component),
+    accumulated in the fixed order 0..K-1; component k is chosen when
+    `cdf[k-1] <= u * cdf[K-1] < cdf[k]`. Scaling u by the total makes float rounding of the
+    sum harmless and means a component of weight exactly 0 is never chosen.
+    """
+    count = logits.shape[-1]
+    positive = temperature > 0
+    safe = jnp.where(positive, temperature, 1.0)
+    heaviest = jax.nn.one_hot(jnp.argmax(logits, axis=-1), count, dtype=logits.dtype)
+    weights = jnp.where(positive, jax.nn.softmax(logits / safe, axis=-1), heaviest)
+    cdf = jnp.cumsum(weights, axis=-1)  # over K, in component order
+    target = jnp.asarray(uniform)[..., None] * cdf[..., -1:]
+    index = jnp.sum(cdf <= target, axis=-1)  # components wholly below u: [...]
+    return jax.nn.one_hot(jnp.minimum(index, count - 1), count, dtype=logits.dtype)
+
+
 def weight_entropy(logits) -> jax.Array:
     """Entropy in nats of `softmax(logits)` over the last axis."""
     log_w = jax.nn.log_softmax(logits, axis=-1)

@@ -35,6 +35,10 @@ class Structure:
       most_probable_component: `mixture -> [...]` int32.
       sample: `(key, mixture, *, sample_shape, temperature, sigma_temperature)
         -> sample_shape + [..., D]`.
+      coherent_draw: `(mixture, uniform [S..., 1...], normal [S..., 1..., D], *, temperature,
+        sigma_temperature) -> [S..., ..., D]`: every element of the batch uses the same shared
+        uniform (inverse CDF of its tempered weights, see `shared.inverse_cdf_one_hot`) and
+        the same standard-normal vector (see `mdn_jax.coherent`).
       entropy_of_weights: `mixture -> [...]` nats, summed over weight sets.
       marginals: `mixture -> (log_weights, means, scales)`, each `[..., D, K]`: dimension d's
         marginal density is the 1-D mixture sum_k exp(log_weights[d, k]) N(means[d, k],
@@ -63,6 +67,7 @@ class Structure:
     variance: Callable
     most_probable_component: Callable
     sample: Callable
+    coherent_draw: Callable
     entropy_of_weights: Callable
     marginals: Callable
     floored_scales: Callable
