@@ -134,7 +134,7 @@ GIF_MAX_SIDE = 65535  # the GIF format stores width and height in 16 bits
 
 
 def gif_shrink_factor(shape: Sequence[int]) -> int:
-    """The smallest integer n such that every n-th pixel of a `[H, W, ...]` frame fits a GIF."""
+    """The smallest integer n such that a `[H, W, ...]` frame shrunk n-fold fits a GIF."""
     return max(1, -(-max(int(shape[0]), int(shape[1])) // GIF_MAX_SIDE))
 
 
@@ -147,15 +147,18 @@ def save_gif(
 ) -> Path:
     """Write frames (float `[H, W, 3]`, same size) as a looping GIF, atomically.
 
-    A GIF is at most `GIF_MAX_SIDE` pixels on each side: larger frames are shrunk by the
-    integer factor `gif_shrink_factor` gives (every n-th pixel), which the caller may report.
+    A GIF is at most `GIF_MAX_SIDE` pixels on each side: larger frames are shrunk (`shrink`,
+    resampled) by the integer factor `gif_shrink_factor` gives, which the caller may report.
     """
     import imageio.v3 as iio
 
     if not len(frames):
         raise ValueError("a GIF needs at least one frame")
     step = gif_shrink_factor(np.shape(frames[0]))
-    frames = [to_uint8(np.asarray(frame)[::step, ::step]) for frame in frames]
+    if step > 1:  # the shape [::step, ::step] would give, resampled instead of dropping pixels
+        height, width = (-(-int(n) // step) for n in np.shape(frames[0])[:2])
+        frames = [shrink(frame, (height, width)) for frame in frames]
+    frames = [to_uint8(np.asarray(frame)) for frame in frames]
     durations = [int(seconds_per_frame * 1000)] * (len(frames) - 1) + [int(hold_last * 1000)]
     if len(frames) == 1:  # Pillow's single-frame GIF writer takes one duration, not a list
         durations = durations[0]
