@@ -41,19 +41,23 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 class _RepeatsOfTheFullDisk(logging.Filter):
-    """Drops asyncio's "exception was never retrieved" records of a full disk: each of Orbax's
-    writer tasks logs the error `DiskFullError` already reported, with a traceback, whenever its
-    future is collected (often after the one line, at exit)."""
+    """Drops the records that repeat a full disk `DiskFullError` already reported: asyncio's
+    "exception was never retrieved" for each of Orbax's writer tasks, and Orbax's own absl
+    records from its writer threads ("_SignalingThread.run() raised an exception:
+    RESOURCE_EXHAUSTED ..."), both with tracebacks, often after the one line, at exit."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (error is not None and is_disk_full(error))
+        if error is not None and is_disk_full(error):
+            return False
+        return not any(word in record.getMessage() for word in _FULL_WORDS)
 
 
 def _quiet_the_writer_tasks() -> None:
-    logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, _RepeatsOfTheFullDisk) for f in logger.filters):
-        logger.addFilter(_RepeatsOfTheFullDisk())
+    for name in ("asyncio", "absl"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RepeatsOfTheFullDisk) for f in logger.filters):
+            logger.addFilter(_RepeatsOfTheFullDisk())
 
 
 def free_space(folder: str | Path) -> str:
