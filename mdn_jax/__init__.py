@@ -13,6 +13,7 @@ from mdn_jax.coherent import coherent_sample
 from mdn_jax.config import ModelConfig, TrainConfig
 from mdn_jax.data import DataError, demo_images, image_pairs, load_images, pixel_grid
 from mdn_jax.discretised import bits_per_channel, discretised_log_prob
+from mdn_jax.ensemble import combine as combine_members
 from mdn_jax.marginals import cdf, quantile
 from mdn_jax.mixture import (
     FullMixture,
@@ -75,6 +76,8 @@ __all__ = [
     "num_components",
     "event_size",
     "batch_shape",
+    # ensembles
+    "combine_members",
     # marginals and calibration
     "cdf",
     "quantile",

@@ -124,6 +124,15 @@ def head_to_mixture(raw, *, components, out_features, scale_floor, mean_activati
     return FullMixture(logits, means, tril)
 
 
+def combine_members(mixture: FullMixture, *, axis: int) -> FullMixture:
+    """M members on batch axis `axis` -> M * K components, weights (1/M) x each member's."""
+    return FullMixture(
+        shared.merge_members(shared.member_log_weights(mixture.logits, axis), axis, -1),
+        shared.merge_members(mixture.means, axis, -2),
+        shared.merge_members(mixture.scale_tril, axis, -3),
+    )
+
+
 STRUCTURE = Structure(
     name="full",
     mixture_type=FullMixture,
@@ -146,4 +155,5 @@ STRUCTURE = Structure(
     head_size=head_size,
     head_to_mixture=head_to_mixture,
     mean_bias_indices=shared.mean_bias_indices,
+    combine_members=combine_members,
 )

@@ -99,6 +99,15 @@ def head_to_mixture(raw, *, components, out_features, scale_floor, mean_activati
     return JointMixture(logits, means, scales)
 
 
+def combine_members(mixture: JointMixture, *, axis: int) -> JointMixture:
+    """M members on batch axis `axis` -> M * K components, weights (1/M) x each member's."""
+    return JointMixture(
+        shared.merge_members(shared.member_log_weights(mixture.logits, axis), axis, -1),
+        shared.merge_members(mixture.means, axis, -2),
+        shared.merge_members(mixture.scales, axis, -2),
+    )
+
+
 STRUCTURE = Structure(
     name="joint",
     mixture_type=JointMixture,
@@ -121,4 +130,5 @@ STRUCTURE = Structure(
     head_size=head_size,
     head_to_mixture=head_to_mixture,
     mean_bias_indices=shared.mean_bias_indices,
+    combine_members=combine_members,
 )

@@ -129,3 +129,21 @@ def split_head(raw, *, components, out_features, mean_activation):
 def mean_bias_indices(*, components, out_features):
     """Indices `[K, D]` of the means in the layout of `split_head`."""
     return components + np.arange(components * out_features).reshape(components, out_features)
+
+
+def merge_members(field, axis: int, component_axis: int) -> jax.Array:
+    """`field` with its member axis `axis` (counted from the front, a batch axis) folded into
+    its component axis `component_axis` (counted from the back, < 0): M and K become one axis
+    of M * K components, member-major (index m * K + k)."""
+    moved = jnp.moveaxis(field, axis, component_axis - 1)  # [..., M, K, tail...]
+    shape = moved.shape
+    tail = shape[component_axis + 1 :] if component_axis < -1 else ()
+    return moved.reshape(
+        shape[: component_axis - 1] + (shape[component_axis - 1] * shape[component_axis],) + tail
+    )
+
+
+def member_log_weights(logits, axis: int) -> jax.Array:
+    """Each member's normalised log weights `[..., K]` plus log(1 / M), M = `logits.shape[axis]`:
+    the ensemble weighs its members equally."""
+    return jax.nn.log_softmax(logits, axis=-1) - jnp.log(logits.shape[axis]).astype(logits.dtype)

@@ -52,6 +52,10 @@ class Structure:
         mean_activation) -> mixture` with batch `[...]`.
       mean_bias_indices: `(*, components, out_features) -> int array [K, D]`, where each
         component mean sits among the raw head outputs.
+      combine_members: `(mixture, *, axis) -> mixture`: M members stacked on batch axis `axis`
+        (counted from the front) as ONE mixture of the same density as their equal-weight
+        average, without that axis (see `mdn_jax.ensemble`). Joint and full give M * K
+        components of their own structure; per_dim members give a joint mixture (see there).
     """
 
     name: str
@@ -75,3 +79,4 @@ class Structure:
     head_size: Callable
     head_to_mixture: Callable
     mean_bias_indices: Callable
+    combine_members: Callable
