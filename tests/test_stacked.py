@@ -1,0 +1,132 @@
+"""Stacked training (mdn_jax.stacked): M members in one compiled epoch, each equal to the same
+model trained alone with `train.fit` (same seed, so the same init and shuffle).
+
+Tolerance: members are compared with `fit` after a few epochs at 1e-5 absolute on every param
+and optimiser moment and 1e-5 relative on the losses: the stacked program batches the members'
+matrix products (and pads narrower ones with exact zeros), which may change float32 summation
+order, nothing else.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdn_jax import mixture as mx
+from mdn_jax import model as mdl
+from mdn_jax import stacked, structures
+from mdn_jax import train as tr
+
+ATOL = 1e-5
+
+
+def _toy(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    ys = np.concatenate([np.sin(3 * xs[:, :1]), np.cos(2 * xs[:, 1:])], axis=1)
+    return xs, (ys + 0.1 * rng.normal(size=ys.shape)).astype(np.float32)
+
+
+def _max_difference(a, b) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def _model(**overrides):
+    values = dict(in_features=2, out_features=2, hidden=(12, 8), components=3)
+    return mdl.ModelConfig(**{**values, **overrides})
+
+
+def _assert_members_match(fit, xs, ys, model_configs, train_configs):
+    for m, (model_config, train_config) in enumerate(zip(model_configs, train_configs)):
+        alone = tr.fit(xs, ys, model_config=model_config, train_config=train_config)
+        member = fit.member(m)
+        assert member.model_config == alone.model_config
+        assert jax.tree.map(np.shape, member.params) == jax.tree.map(np.shape, alone.params)
+        assert _max_difference(member.params, alone.params) < ATOL, m
+        assert _max_difference(member.state.opt_state, alone.state.opt_state) < ATOL, m
+        np.testing.assert_allclose(
+            [r["loss"] for r in member.history], [r["loss"] for r in alone.history], rtol=1e-5
+        )
+        x = jnp.asarray(xs[:7])
+        stacked_mixture = jax.tree.map(lambda a: a[m], fit.predict(x))
+        np.testing.assert_allclose(
+            mx.log_prob(stacked_mixture, ys[:7]),
+            mx.log_prob(alone.predict(x), ys[:7]),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+
+def test_members_of_different_widths_rates_floors_and_seeds_equal_fit_alone():
+    xs, ys = _toy()
+    model_configs = [
+        _model(hidden=(12, 8), scale_floor=1e-3),
+        _model(hidden=(6, 10), scale_floor=3e-2),
+        _model(hidden=(12, 10), scale_floor=1e-3, head_init_scale=0.5),
+    ]
+    train_configs = [
+        tr.TrainConfig(epochs=3, batch_size=64, seed=seed, learning_rate=rate, clip_norm=1.0)
+        for seed, rate in ((0, 1e-3), (1, 3e-3), (5, 2e-3))
+    ]
+    fit = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=train_configs)
+    assert len(fit.history) == 3 and len(fit.history[0]["member_losses"]) == 3
+    assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(fit.params))
+    _assert_members_match(fit, xs, ys, fit.model_configs, train_configs)
+
+
+@pytest.mark.parametrize("structure", ["per_dim", "full"])
+def test_each_structure_with_per_member_floors_and_a_schedule(structure):
+    xs, ys = _toy(120)
+    model_configs = [
+        _model(structure=structure, hidden=(8,), scale_floor=floor) for floor in (1e-3, 0.05)
+    ]
+    train_config = tr.TrainConfig(epochs=2, batch_size=40, schedule="warmup_cosine")
+    train_configs = [dataclasses.replace(train_config, seed=seed) for seed in (3, 4)]
+    fit = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=train_configs)
+    _assert_members_match(fit, xs, ys, fit.model_configs, train_configs)
+    # The second member's floor is in force: no scale below it.
+    floored = structures.named(structure).floored_scales(fit.member(1).predict(xs))
+    assert float(jnp.min(floored)) >= 0.05
+
+
+def test_padded_entries_stay_zero():
+    xs, ys = _toy(100)
+    model_configs = [_model(hidden=(4, 4)), _model(hidden=(9, 6))]
+    config = tr.TrainConfig(epochs=2, batch_size=50)
+    fit = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=config)
+    kernel = np.asarray(fit.params["trunk"][1]["kernel"][...])  # [M, 9, 6]
+    assert kernel.shape == (2, 9, 6)
+    assert not kernel[0, 4:].any() and not kernel[0, :, 4:].any()
+    assert not np.asarray(fit.params["head"]["linear"]["kernel"][...])[0, 4:].any()
+    assert kernel[1, :, 4:].any()  # the wide member uses those entries
+
+
+def test_members_that_cannot_share_a_program_are_refused():
+    xs, ys = _toy(50)
+    config = tr.TrainConfig(epochs=1, batch_size=10)
+    with pytest.raises(ValueError, match="differ in model setting components"):
+        stacked.fit_stacked(
+            xs, ys, model_configs=[_model(), _model(components=4)], train_configs=config
+        )
+    with pytest.raises(ValueError, match="same depth"):
+        stacked.fit_stacked(
+            xs, ys, model_configs=[_model(), _model(hidden=(8,))], train_configs=config
+        )
+    with pytest.raises(ValueError, match="differ in train setting batch_size"):
+        stacked.fit_stacked(
+            xs,
+            ys,
+            model_configs=[_model(), _model()],
+            train_configs=[config, dataclasses.replace(config, batch_size=5)],
+        )
+    with pytest.raises(ValueError, match="2 model configs but 1 train configs"):
+        stacked.fit_stacked(xs, ys, model_configs=[_model(), _model()], train_configs=[config])
+    with pytest.raises(ValueError, match="members 0..1"):
+        stacked.fit_stacked(
+            xs, ys, model_configs=[_model(), _model()], train_configs=config
+        ).member(2)
