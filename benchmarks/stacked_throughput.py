@@ -115,7 +115,9 @@ def main(argv=None) -> int:
     rows = []
     for batch_size in batches:
         train.check_batch_size(batch_size, xs.shape[0])
-        for count in counts:
+    # M outermost: a run cut short by a time limit still has every batch size for the small M.
+    for count in counts:
+        for batch_size in batches:
             result = measure(
                 xs, ys, count=count, batch_size=batch_size, epochs=epochs, repeats=repeats
             )
