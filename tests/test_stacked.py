@@ -199,3 +199,50 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert resumed.history[0]["member_losses"] == whole.history[2]["member_losses"]
     assert restored.fit().member(1).model_config == whole.model_configs[1]
+
+
+DEVICES = 4
+
+
+def _four_device_checks() -> dict:
+    """In a process with 4 emulated CPU devices: a stacked fit on 4 devices against 1."""
+    xs, ys = _toy(160)
+    model_configs = [_model(hidden=(8, 4)), _model(hidden=(6, 6), scale_floor=0.02)]
+    config = tr.TrainConfig(epochs=2, batch_size=40)
+    train_configs = [config, dataclasses.replace(config, seed=3, learning_rate=3e-3)]
+    fits = {
+        devices: stacked.fit_stacked(
+            xs, ys, model_configs=model_configs, train_configs=train_configs, devices=devices
+        )
+        for devices in (1, DEVICES)
+    }
+    kernel = fits[DEVICES].params["trunk"][0]["kernel"][...]
+    return {
+        "devices": jax.device_count(),
+        "difference": _max_difference(fits[1].params, fits[DEVICES].params),
+        "placed_on": len(kernel.sharding.device_set),
+        "replicated": bool(kernel.is_fully_replicated),
+    }
+
+
+def test_stacked_fit_on_four_devices_equals_one():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}"}
+    done = subprocess.run(
+        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["devices"] == DEVICES
+    assert result["placed_on"] == DEVICES and result["replicated"]  # the model axis: replicated
+    assert result["difference"] < ATOL
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(_four_device_checks()))
