@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdn_jax import data as dt
-from mdn_jax import discretised, diskspace, parallel, runlock, stacked
+from mdn_jax import discretised, diskspace, parallel, runlock, stacked, stacked_members
 from mdn_jax import holdout as hd
 from mdn_jax import mixture as mx
 from mdn_jax import run_callbacks as rc
@@ -57,6 +57,7 @@ def train_ensemble_on_images(
 ) -> dict[str, Any]:
     """Train the members on `images [N, H, W, 3]` into the run folder `out`; the metrics dict."""
     out = Path(out)
+    stacked_members.check_members(model_configs, train_configs)  # before any other check
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
     images = np.asarray(images, np.float32)
@@ -230,7 +231,7 @@ def _resume_point(out, model_configs, train_configs, *, resume, num_samples, log
     restored = sc.restore_stacked(checkpoint_dir)
     if (
         restored.model_configs != tuple(model_configs)
-        or _any_rate(restored.train_configs) != _any_rate(train_configs)
+        or _kept_settings(restored.train_configs) != _kept_settings(train_configs)
         or restored.num_samples != num_samples
     ):
         raise CheckpointError(
@@ -247,9 +248,13 @@ def _resume_point(out, model_configs, train_configs, *, resume, num_samples, log
     return restored.epoch, restored.state, list(restored.history)
 
 
-def _any_rate(train_configs) -> list:
-    """The configs with the learning rate set aside (a resume may change it, never silently)."""
-    return [dataclasses.replace(t, learning_rate=1.0) for t in train_configs]
+# What must match for a resume to continue the same run (as for a single model in `runs`).
+_RESUME_KEYS = ("seed", "schedule", "clip_norm", "batch_size", "loss")
+
+
+def _kept_settings(train_configs) -> list:
+    """Each member's settings that a resume must keep (the rate and epochs may change)."""
+    return [tuple(getattr(t, k) for k in _RESUME_KEYS) for t in train_configs]
 
 
 @jax.jit
