@@ -41,18 +41,21 @@ SMALL = ("--components", "3", "--batch-size", "32", "--no-progress", "--hidden",
 
 def test_ensemble_run_folder_has_member_and_ensemble_scores(tmp_path, images):
     run = tmp_path / "run"
-    code, out, err = _main("train", *images, "--out", run, *SMALL, "--epochs", "2", "--ensemble", 3)
+    code, out, err = _main(
+        "train", *images, "--out", run, *SMALL, "--epochs", 2, "--ensemble", 3, "--holdout", 0.25
+    )
     assert code == 0, err
     assert "\nensemble of 3: NLL " in out
     metrics = json.loads((run / "metrics.json").read_text())
     members, ensemble = metrics["members"], metrics["ensemble"]
     assert [m["seed"] for m in members] == [0, 1, 2]  # members differ by seed
     assert ensemble["members"] == 3 and len(metrics["history"][-1]["member_losses"]) == 3
+    assert all(np.isfinite(m["held_out_nll"]) for m in [ensemble, *members])
     config = json.loads((run / "config.json").read_text())
     assert config["ensemble"] == 3 and len(config["members"]) == 3
     lines = (run / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    # The ensemble's NLL, recomputed in float64 from the members' own log densities.
+    # The ensemble's NLL over every pixel (as a single run's nll_nats), recomputed in float64 from the members' own log densities.
     fit = sc.restore_stacked(run / "checkpoint").fit()
     xs, ys = dt.image_pairs(np.stack([iio.imread(p) for p in images]).astype(np.float32) / 255)
     per_member = np.stack(
