@@ -134,8 +134,15 @@ def member_optimizer(
 ) -> optax.GradientTransformation:
     """The member's optimiser: padding's gradients masked out, `base` (built with learning rate
     1; every schedule is linear in its peak rate), then the member's rate."""
+
+    def masked(updates, params):
+        # Raveled, so the mask `[P]` fits the flat params `mdn_jax.step` optimises today and
+        # also a params pytree, should the step ever optimise one.
+        flat, unravel = ravel_pytree(updates)
+        return unravel(flat * settings.mask)
+
     return optax.chain(
-        optax.stateless(lambda updates, params: updates * settings.mask),
+        optax.stateless(masked),
         base,
         optax.scale(settings.learning_rate),
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from mdn_jax import cli
+from mdn_jax import cli, ensemble_runs
 from mdn_jax import data as dt
 from mdn_jax import mixture as mx
 from mdn_jax import stacked_checkpoint as sc
@@ -56,7 +56,8 @@ def test_ensemble_run_folder_has_member_and_ensemble_scores(tmp_path, images):
     lines = (run / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     # The ensemble's NLL over every pixel (as a single run's nll_nats), recomputed in float64 from the members' own log densities.
-    fit = sc.restore_stacked(run / "checkpoint").fit()
+    fit = ensemble_runs.load_ensemble_run(run)
+    assert fit.size == 3
     xs, ys = dt.image_pairs(np.stack([iio.imread(p) for p in images]).astype(np.float32) / 255)
     per_member = np.stack(
         [np.asarray(mx.log_prob(fit.member(m).predict(xs), ys), np.float64) for m in range(3)]
