@@ -44,6 +44,7 @@ from mdn_jax.mixture import (
 )
 from mdn_jax.model import MDN, MDNHead, apply, head_to_mixture
 from mdn_jax.model import init as init_model
+from mdn_jax.stacked import StackedFit, fit_stacked
 from mdn_jax.train import FitResult, Trainer, TrainState, evaluate_nll, fit
 
 __version__ = _installed_version()
@@ -106,6 +107,8 @@ __all__ = [
     "FitResult",
     "fit",
     "evaluate_nll",
+    "fit_stacked",
+    "StackedFit",
     # data
     "DataError",
     "demo_images",

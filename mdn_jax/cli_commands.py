@@ -98,8 +98,11 @@ def _start_processes(args) -> None:
 
 
 def _train_and_report(images, args, data_info) -> int:
-    from mdn_jax import runs
+    from mdn_jax import cli_ensemble, runs
 
+    members = cli_ensemble.members(args)
+    if members is not None:  # --ensemble M or per-member lists: M models in one call
+        return cli_ensemble.train_and_report(images, args, data_info, members)
     model_config, train_config, options = _configs(args, images)
     values = runs.train_on_images(
         images,

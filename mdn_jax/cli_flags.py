@@ -58,6 +58,26 @@ def size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def listed(parse):
+    """An argparse type: one value as `parse` reads it, or comma-separated values (one per
+    ensemble member) as a tuple of them."""
+
+    def parse_list(text: str):
+        if "," not in text:
+            return parse(text)
+        return tuple(parse(part.strip()) for part in text.split(","))
+
+    return parse_list
+
+
+def trunks(text: str) -> tuple[int, ...] | tuple[tuple[int, ...], ...]:
+    """--hidden: one trunk's comma-separated widths, or several trunks (one per ensemble member)
+    separated by '/', such as 100,100/200,200."""
+    if "/" not in text:
+        return hidden(text)
+    return tuple(hidden(part) for part in text.split("/"))
+
+
 def hidden(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(p) for p in text.split(",") if p.strip())
@@ -98,9 +118,19 @@ def _add_model_shape_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hidden",
-        type=hidden,
+        type=trunks,
         default=cfg.REFERENCE_TRUNK,
-        help=f"trunk widths (default {','.join(map(str, cfg.REFERENCE_TRUNK))})",
+        help=f"trunk widths (default {','.join(map(str, cfg.REFERENCE_TRUNK))}); several trunks "
+        "separated by / train an ensemble, one trunk per member (same depth)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=positive_int,
+        default=None,
+        metavar="M",
+        help="train M models side by side in one compiled call (seeds --seed, --seed + 1, ...); "
+        "--lr, --seed, --scale-floor and --hidden then take one value per member "
+        "(comma-separated; --hidden separated by /)",
     )
 
 
@@ -117,7 +147,7 @@ def _add_optimiser_flags(parser: argparse.ArgumentParser, *, epochs: int) -> Non
     )
     parser.add_argument(
         "--lr",
-        type=positive_float,
+        type=listed(positive_float),
         default=TRAIN.learning_rate,
         help=f"Adam learning rate (default {short(TRAIN.learning_rate)})",
     )
@@ -152,7 +182,7 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
     """The rest of the model: scale floor, Fourier encoding, initialisation, seed, dtype."""
     parser.add_argument(
         "--scale-floor",
-        type=positive_float,
+        type=listed(positive_float),
         default=cfg.IMAGE_SCALE_FLOOR,
         help=f"smallest standard deviation (default {cfg.IMAGE_SCALE_FLOOR:g}, ~2.5/255)",
     )
@@ -178,7 +208,7 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=non_negative_int,
+        type=listed(non_negative_int),
         default=TRAIN.seed,
         help=f"random seed (default {TRAIN.seed})",
     )

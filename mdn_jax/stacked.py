@@ -116,7 +116,8 @@ class StackedFit:
 def member_record(record: dict, m: int) -> dict:
     """Member m's view of a stacked history record (its loss and skipped steps)."""
     own = {k: v for k, v in record.items() if k not in ("member_losses", "skipped_steps")}
-    own["loss"] = record["member_losses"][m]
+    if "member_losses" in record:
+        own["loss"] = record["member_losses"][m]
     skipped = record.get("skipped_steps")
     if skipped and skipped[m]:
         own["skipped_steps"] = skipped[m]

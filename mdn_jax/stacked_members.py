@@ -74,12 +74,13 @@ def check_members(
                         f"{b!r}); stacked members may differ only in {', '.join(free)}: train "
                         "the others in a separate call"
                     )
-    depths = sorted({len(config.hidden) for config in model_configs})
-    if len(depths) > 1:
-        raise ValueError(
-            f"members have {' and '.join(map(str, depths))} hidden layers; stacked members need "
-            "the same depth (widths may differ)"
-        )
+    for m, config in enumerate(model_configs[1:], 1):
+        depth, first_depth = len(config.hidden), len(model_configs[0].hidden)
+        if depth != first_depth:
+            raise ValueError(
+                f"member {m} has {depth} hidden layers and member 0 has {first_depth}; stacked "
+                "members need the same depth (widths may differ)"
+            )
 
 
 def wide_config(model_configs: Sequence[mdl.ModelConfig]) -> mdl.ModelConfig:
@@ -133,8 +134,15 @@ def member_optimizer(
 ) -> optax.GradientTransformation:
     """The member's optimiser: padding's gradients masked out, `base` (built with learning rate
     1; every schedule is linear in its peak rate), then the member's rate."""
+
+    def masked(updates, params):
+        # Raveled, so the mask `[P]` fits the flat params `mdn_jax.step` optimises today and
+        # also a params pytree, should the step ever optimise one.
+        flat, unravel = ravel_pytree(updates)
+        return unravel(flat * settings.mask)
+
     return optax.chain(
-        optax.stateless(lambda updates, params: updates * settings.mask),
+        optax.stateless(masked),
         base,
         optax.scale(settings.learning_rate),
     )

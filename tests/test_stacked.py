@@ -130,3 +130,119 @@ def test_members_that_cannot_share_a_program_are_refused():
         stacked.fit_stacked(
             xs, ys, model_configs=[_model(), _model()], train_configs=config
         ).member(2)
+
+
+def test_guard_works_per_member():
+    """Member 0's rate blows it up: its bad steps are skipped (or stop the fit, naming it), and
+    member 1 trains exactly as it would alone."""
+    xs, ys = _toy(100)
+    model_configs = [_model(hidden=(8,)), _model(hidden=(8,))]
+    config = tr.TrainConfig(epochs=2, batch_size=25, on_nonfinite="skip")
+    train_configs = [
+        dataclasses.replace(config, learning_rate=1e30),
+        dataclasses.replace(config, seed=1),
+    ]
+    fit = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=train_configs)
+    skipped = [record["skipped_steps"] for record in fit.history]
+    assert all(s[0] > 0 and s[1] == 0 for s in skipped), skipped
+    alone = tr.fit(xs, ys, model_config=fit.model_configs[0], train_config=train_configs[0])
+    assert [s[0] for s in skipped] == [r["skipped_steps"] for r in alone.history]
+    _assert_members_match_one(fit, 1, xs, ys, train_configs[1])
+    stopping = [dataclasses.replace(c, on_nonfinite="stop") for c in train_configs]
+    with pytest.raises(tr.NonFiniteError, match=r"^non-finite loss or gradient in member 0, "):
+        stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=stopping)
+
+
+def _assert_members_match_one(fit, m, xs, ys, train_config):
+    alone = tr.fit(xs, ys, model_config=fit.model_configs[m], train_config=train_config)
+    assert _max_difference(fit.member(m).params, alone.params) < ATOL
+
+
+def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
+    from mdn_jax import stacked_checkpoint as sc
+
+    xs, ys = _toy(120)
+    model_configs = [_model(hidden=(8, 4)), _model(hidden=(5, 6), scale_floor=0.02)]
+    config = tr.TrainConfig(epochs=3, batch_size=40, schedule="cosine")
+    train_configs = [config, dataclasses.replace(config, seed=7, learning_rate=3e-3)]
+    whole = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=train_configs)
+
+    def save_and_stop(report):
+        sc.save_stacked(
+            tmp_path,
+            state=report.state,
+            model_configs=whole.model_configs,
+            train_configs=train_configs,
+            epoch=report.epoch,
+            num_samples=len(xs),
+            history=[dict(report.record)],
+        )
+        return report.epoch == 2
+
+    stacked.fit_stacked(
+        xs, ys, model_configs=model_configs, train_configs=train_configs, callbacks=[save_and_stop]
+    )
+    assert sc.is_stacked(tmp_path)
+    restored = sc.restore_stacked(tmp_path)
+    assert restored.epoch == 2 and restored.model_configs == whole.model_configs
+    resumed = stacked.fit_stacked(
+        xs,
+        ys,
+        model_configs=restored.model_configs,
+        train_configs=restored.train_configs,
+        state=restored.state,
+        start_epoch=restored.epoch,
+    )
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(whole.state), strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed.history[0]["member_losses"] == whole.history[2]["member_losses"]
+    assert restored.fit().member(1).model_config == whole.model_configs[1]
+
+
+DEVICES = 4
+
+
+def _four_device_checks() -> dict:
+    """In a process with 4 emulated CPU devices: a stacked fit on 4 devices against 1."""
+    xs, ys = _toy(160)
+    model_configs = [_model(hidden=(8, 4)), _model(hidden=(6, 6), scale_floor=0.02)]
+    config = tr.TrainConfig(epochs=2, batch_size=40)
+    train_configs = [config, dataclasses.replace(config, seed=3, learning_rate=3e-3)]
+    fits = {
+        devices: stacked.fit_stacked(
+            xs, ys, model_configs=model_configs, train_configs=train_configs, devices=devices
+        )
+        for devices in (1, DEVICES)
+    }
+    kernel = fits[DEVICES].params["trunk"][0]["kernel"][...]
+    return {
+        "devices": jax.device_count(),
+        "difference": _max_difference(fits[1].params, fits[DEVICES].params),
+        "placed_on": len(kernel.sharding.device_set),
+        "replicated": bool(kernel.is_fully_replicated),
+    }
+
+
+def test_stacked_fit_on_four_devices_equals_one():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}"}
+    done = subprocess.run(
+        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["devices"] == DEVICES
+    assert result["placed_on"] == DEVICES and result["replicated"]  # the model axis: replicated
+    assert result["difference"] < ATOL
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(_four_device_checks()))
