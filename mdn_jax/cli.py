@@ -155,6 +155,13 @@ def _add_render(subcommands) -> None:
         default=None,
         help="split each chunk over this many local devices (default: all)",
     )
+    render.add_argument(
+        "--member",
+        type=non_negative_int,
+        default=None,
+        help="with a run trained with --ensemble: render member M alone (default: the "
+        "ensemble, every member's mixture as one)",
+    )
     render.add_argument("--out", required=True, help="PNG file to write")
     render.set_defaults(handler=commands.run_render)
 

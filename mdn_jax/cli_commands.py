@@ -166,51 +166,9 @@ def run_train(args) -> int:
 
 
 def run_render(args) -> int:
-    import jax
+    from mdn_jax import cli_render
 
-    from mdn_jax import data, media, render, runs
-
-    run_dir = Path(args.run)
-    if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png file, got {args.out!r}")
-    if Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a folder; give a .png file name")
-    graphdef, params, model_config, _ = runs.load_run(run_dir)
-    size = args.size or _training_size(run_dir)
-    count = args.samples if args.method == "sample" else 1
-    shape = f"{size[0]}x{size[1]}" if count == 1 else f"{count} samples of {size[0]}x{size[1]}"
-    data.check_pixels(
-        count * size[0] * size[1],
-        what=f"the render ({shape})",
-        fix="pass a smaller --size" + (" or fewer --samples" if count > 1 else ""),
-    )
-    if args.coherent and args.method != "sample":
-        raise ValueError(f"--coherent applies to --method sample only, not {args.method}; drop it")
-    if args.method == "component" and args.component >= model_config.components:
-        raise ValueError(
-            f"--component {args.component} does not exist: this model has components "
-            f"0..{model_config.components - 1}"
-        )
-    image = render.render(
-        graphdef,
-        params,
-        height=size[0],
-        width=size[1],
-        method=args.method,
-        component=args.component,
-        key=jax.random.key(args.seed),
-        num_samples=args.samples,
-        temperature=args.temperature,
-        sigma_temperature=args.sigma_temperature,
-        pixels_per_chunk=args.chunk,
-        devices=args.devices,
-        coherent=args.coherent,
-    )
-    if args.method == "sample":
-        image = image[0] if len(image) == 1 else media.grid(list(image))
-    media.save_png(args.out, image)
-    print(f"wrote {args.out} ({args.method}, {size[0]}x{size[1]})")
-    return 0
+    return cli_render.run_render(args)
 
 
 def run_reproduce(args) -> int:

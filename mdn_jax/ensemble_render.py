@@ -48,13 +48,16 @@ class EnsembleForward:
         return ensemble.combine(jax.vmap(one)(params, shifts))  # members on axis 0
 
 
-def _ensemble_model(fit) -> tuple[EnsembleForward, Any, int]:
-    """The forward, its params `(params, shifts)` and the combined mixture's component count."""
-    forward = EnsembleForward(fit.graphdef, fit.wide)
-    params = (parallel.local(fit.params), fit.floor_shifts())
+def _ensemble_model(fit) -> tuple[EnsembleForward, Any]:
+    """The forward and its params `(params, floor shifts)`."""
+    return EnsembleForward(fit.graphdef, fit.wide), (parallel.local(fit.params), fit.floor_shifts())
+
+
+def component_count(fit) -> int:
+    """Components of the ensemble's combined mixture: M x K (per_dim members: M x K^D)."""
+    forward, params = _ensemble_model(fit)
     probe = jnp.zeros((1, fit.wide.in_features), jnp.float32)
-    components = mx.num_components(jax.eval_shape(forward, params, probe))
-    return forward, params, components
+    return mx.num_components(jax.eval_shape(forward, params, probe))
 
 
 def render_values(fit, *, member: int | None = None, **options) -> np.ndarray:
@@ -67,8 +70,9 @@ def render_values(fit, *, member: int | None = None, **options) -> np.ndarray:
     if member is not None:
         own = fit.member(member)
         return rd.render_values(own.graphdef, own.params, **options)
-    forward, params, components = _ensemble_model(fit)
+    forward, params = _ensemble_model(fit)
     settings = {**_DEFAULTS, **options}
+    components = component_count(fit)
     return rd.forward_values(
         forward, params, in_features=fit.wide.in_features, components=components, **settings
     )
@@ -81,7 +85,7 @@ def render(fit, *, member: int | None = None, method: str = "mode", **options) -
     if member is not None:
         components = fit.model_configs[member].components
     else:
-        components = _ensemble_model(fit)[2]
+        components = component_count(fit)
     return rd.colour(values, method=method, components=components)
 
 

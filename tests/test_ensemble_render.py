@@ -119,3 +119,71 @@ def test_member_renders_that_member_alone_and_bad_members_are_one_line(fit):
         with pytest.raises(ValueError, match=f"members 0..{M - 1}") as info:
             ensemble_render.render(fit, member=bad, height=HEIGHT, width=WIDTH)
         assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# `mdn-jax render RUN [--member m]` of a run trained with --ensemble.
+
+
+def _main(*args):
+    import contextlib
+    import io
+
+    from mdn_jax import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_renders_the_ensemble_or_one_member(tmp_path):
+    import imageio.v3 as iio
+
+    from mdn_jax import ensemble_runs
+
+    paths = []
+    for seed in range(2):
+        pixels = np.random.default_rng(seed).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        iio.imwrite(tmp_path / f"im{seed}.png", pixels)
+        paths.append(tmp_path / f"im{seed}.png")
+    run = tmp_path / "run"
+    small = ("--components", "2", "--batch-size", "32", "--no-progress", "--epochs", "1")
+    code, _, err = _main("train", *paths, "--out", run, *small, "--hidden", "8,8", "--ensemble", 2)
+    assert code == 0, err
+    fit = ensemble_runs.load_ensemble_run(run)
+
+    code, out, err = _main("render", run, "--method", "mean", "--out", tmp_path / "ens.png")
+    assert code == 0, err
+    assert "ensemble of 2" in out
+    want = ensemble_render.render(fit, height=8, width=8, method="mean")
+    got = iio.imread(tmp_path / "ens.png")[..., :3]
+    np.testing.assert_allclose(got, np.round(want * 255), atol=1)
+
+    code, out, err = _main("render", run, "--member", 1, "--out", tmp_path / "one.png")
+    assert code == 0, err
+    assert "member 1 of 2" in out
+    own = fit.member(1)
+    want = render.render(own.graphdef, own.params, height=8, width=8)
+    np.testing.assert_allclose(
+        iio.imread(tmp_path / "one.png")[..., :3], np.round(want * 255), atol=1
+    )
+
+    code, _, err = _main(
+        "render", run, "--method", "component", "--component", 4, "--out", tmp_path / "c.png"
+    )
+    assert code == 2 and "--component 4 does not exist" in err and "0..3" in err
+    code, _, err = _main("render", run, "--member", 2, "--out", tmp_path / "m2.png")
+    assert code == 2 and "--member 2 does not exist" in err and "members 0..1" in err
+    assert len(err.strip().splitlines()) == 1
+
+    single = tmp_path / "single"
+    code, _, err = _main("train", *paths, "--out", single, *small, "--hidden", "8,8")
+    assert code == 0, err
+    code, _, err = _main("render", single, "--member", 0, "--out", tmp_path / "s.png")
+    assert code == 2 and "--member applies to an ensemble run" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name in ("c.png", "m2.png", "s.png")]
