@@ -25,7 +25,7 @@ from mdn_jax import media, runs
 from mdn_jax import model as mdl
 from mdn_jax import reproduce_report as report_text
 from mdn_jax import train as tr
-from mdn_jax.reproduce_experiments import Experiment, experiments, model_config, names
+from mdn_jax.reproduce_experiments import Experiment, by_name, experiments, model_config, names
 from mdn_jax.reproduce_experiments import subset as _subset
 
 DEFAULT_EPOCHS = 25
@@ -87,13 +87,11 @@ def run(
         )
         reused += was_finished
         results[experiment.name] = metrics
-        log(
-            f"  NLL {metrics['nll_nats']:.3f} nats/pixel, {metrics['bits_per_channel']:.3f} "
-            f"bits/channel, coverage PSNR {report_text.psnrs(metrics['coverage_psnr'])} dB"
-        )
+        log("  " + report_text.summary_line(experiment, metrics))
     files = out / "report_files"
     for experiment in chosen:
-        _report_files(out / "runs" / experiment.name, files, experiment.name)
+        if not experiment.members:  # a stacked run has no pictures of its own
+            _report_files(out / "runs" / experiment.name, files, experiment.name)
     minutes = (time.perf_counter() - started) / 60
     timing = f"This invocation took {minutes:.1f} minutes of wall-clock time, reports included" + (
         f"; {reused} of the {len(chosen)} experiments were read back from an earlier invocation."
@@ -118,6 +116,8 @@ def _chosen(images, out: Path, only, train_config: tr.TrainConfig) -> list[Exper
             f"got {images.shape[0] if images.ndim == 4 else 0}; pass two or more images"
         )
     chosen = [e for e in experiments() if only is None or e.name in only]
+    wanted = {m for e in chosen for m in e.members}  # a stacked experiment needs its members
+    chosen = [e for e in experiments() if e in chosen or e.name in wanted]
     unknown = sorted(set(only or ()) - set(names()))
     if unknown:
         raise ValueError(
@@ -142,6 +142,8 @@ def _chosen(images, out: Path, only, train_config: tr.TrainConfig) -> list[Exper
 def _run_experiment(experiment, images, out, train_config, options, *, source, log):
     """`(metrics, True)` of a finished run of `experiment` in its folder, else trains it (or
     resumes it) and returns `(metrics, False)`; KeyboardInterrupt when the run was stopped."""
+    if experiment.members:
+        return _run_stacked(experiment, images, out, train_config, options, source=source, log=log)
     subset = _subset(experiment, images)
     config = model_config(experiment, subset)
     run_dir = out / "runs" / experiment.name
@@ -169,6 +171,59 @@ def _run_experiment(experiment, images, out, train_config, options, *, source, l
             f"{experiment.name} interrupted; run the same command again to continue"
         )
     return metrics, False
+
+
+def _run_stacked(experiment, images, out, train_config, options, *, source, log):
+    """`(metrics, reused)` of the ensemble run folder that trains `experiment.members`' models
+    in one stacked call (each with its own run's seed and settings), as `_run_experiment`."""
+    from mdn_jax import ensemble_runs
+
+    members = [by_name(name) for name in experiment.members]
+    subset = _subset(members[0], images)
+    configs = [model_config(member, subset) for member in members]
+    train_configs = [dataclasses.replace(train_config, loss=m.loss) for m in members]
+    run_dir = out / "runs" / experiment.name
+    metrics = _finished_stacked(run_dir, train_config.epochs, configs, train_configs)
+    if metrics is not None:
+        log(f"  already finished in {run_dir}; reusing it")
+        return metrics, True
+    metrics = ensemble_runs.train_ensemble_on_images(
+        subset,
+        run_dir,
+        model_configs=configs,
+        train_configs=train_configs,
+        options=options,
+        resume=ckpt.latest_epoch(run_dir / "checkpoint") is not None,
+        log=lambda line: log("  " + line),
+        data_info={
+            "source": source,
+            "count": len(subset),
+            "height": int(subset.shape[1]),
+            "width": int(subset.shape[2]),
+        },
+    )
+    if metrics.get("interrupted"):
+        raise KeyboardInterrupt(
+            f"{experiment.name} interrupted; run the same command again to continue"
+        )
+    return metrics, False
+
+
+def _finished_stacked(run_dir: Path, epochs: int, configs, train_configs) -> dict | None:
+    """The metrics of a finished stacked run of exactly these members in run_dir, else None."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = [
+        {"model": m.to_dict(), "train": t.to_dict()}
+        for m, t in zip(configs, train_configs, strict=True)
+    ]
+    same = saved.get("members") == json.loads(json.dumps(wanted))
+    if same and metrics.get("epochs") == epochs and not metrics.get("interrupted"):
+        return metrics
+    return None
 
 
 def _report_files(run_dir: Path, files: Path, name: str) -> None:

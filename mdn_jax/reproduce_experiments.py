@@ -28,6 +28,10 @@ class Experiment:
     baseline: the experiment it is compared with in its paragraph.
     note: the paragraph's closing text: what this experiment shows; or a function of every
       experiment's metrics (`{name: metrics}`) that writes it.
+    members: the experiments whose models this one trains side by side in ONE stacked call
+      (`mdn_jax.stacked`, an ensemble run folder) instead of a model of its own; its paragraph
+      sets its time against theirs and its members' scores beside theirs, and it has no row
+      in the results table. Choosing it runs them too. `model` is unused.
     """
 
     name: str
@@ -38,6 +42,7 @@ class Experiment:
     spread_init: bool = False
     baseline: str | None = None
     note: str | Callable[[dict[str, dict]], str] = ""
+    members: tuple[str, ...] = ()
 
     def closing(self, results: dict[str, dict]) -> str:
         return self.note(results) if callable(self.note) else self.note
@@ -62,6 +67,14 @@ def _trunk_experiment(widths: tuple[int, ...]) -> Experiment:
         note="The leading number is read as the width of the first hidden layer after the two "
         "inputs (the reference's lists start with it).",
     )
+
+
+# The reference's three trunks, each list starting with the first hidden layer's width.
+TRUNKS = (
+    (2, 100, 100, 100, 100, 100, 50),
+    (10, 100, 100, 100, 100, 100, 50),
+    (10, 100, 200, 200, 200, 100, 100),
+)
 
 
 def _and(items: Sequence[str]) -> str:
@@ -134,9 +147,20 @@ EXPERIMENTS = (
         model=dict(components=10),
         baseline="per_dim_k10",
     ),
-    _trunk_experiment((2, 100, 100, 100, 100, 100, 50)),
-    _trunk_experiment((10, 100, 100, 100, 100, 100, 50)),
-    _trunk_experiment((10, 100, 200, 200, 200, 100, 100)),
+    *(_trunk_experiment(widths) for widths in TRUNKS),
+    Experiment(
+        name="trunks_stacked",
+        title="the three trunks in one stacked call",
+        images=0,
+        model={},
+        members=tuple(_trunk_experiment(widths).name for widths in TRUNKS),
+        note="The reference compared its trunks in three separate runs. Stacked, the three "
+        "train as one compiled program, each padded to the widest layer widths and masked, with "
+        "the seed of its own run: the same models up to float rounding, which 25 or 300 epochs "
+        "of training can grow into small differences in the scores. On an accelerator one "
+        "call keeps the device busy where one small model leaves it idle; on a 2-core CPU that "
+        "is already busy the gain is small or negative (benchmarks/stacked_throughput.py).",
+    ),
     Experiment(
         name="fourier",
         title=f"baseline + {FOURIER['fourier_features']} Fourier features "
@@ -195,6 +219,10 @@ def model_config(experiment: Experiment, images: np.ndarray) -> mdl.ModelConfig:
     if experiment.spread_init:
         overrides.update(runs.spread_init(images, overrides["components"]))
     return runs.image_model_config(**overrides)
+
+
+def by_name(name: str) -> Experiment:
+    return next(e for e in EXPERIMENTS if e.name == name)
 
 
 def subset(experiment: Experiment, images: np.ndarray) -> np.ndarray:

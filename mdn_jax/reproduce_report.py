@@ -118,6 +118,69 @@ def _thirty_db(results: dict[str, dict], epochs: int) -> str:
     return text
 
 
+def summary_line(experiment: Experiment, metrics: dict) -> str:
+    """One line of progress after an experiment: its scores (a stacked one: its members')."""
+    m = metrics
+    if experiment.members:
+        bits = " / ".join(f"{member['bits_per_channel']:.3f}" for member in m["members"])
+        return (
+            f"{len(m['members'])} members in one call, {m['seconds']:.0f} s: {bits} "
+            f"bits/channel; the ensemble {m['ensemble']['bits_per_channel']:.3f}"
+        )
+    return (
+        f"NLL {m['nll_nats']:.3f} nats/pixel, {m['bits_per_channel']:.3f} bits/channel, "
+        f"coverage PSNR {psnrs(m['coverage_psnr'])} dB"
+    )
+
+
+def _steady_epoch(history: list[dict]) -> float | None:
+    """Median seconds of an epoch after the first (which compiles); None with one epoch."""
+    later = [h["seconds"] for h in history[1:] if "seconds" in h]
+    return float(np.median(later)) if later else None
+
+
+def _stacked_paragraph(experiment: Experiment, results: dict[str, dict]) -> str:
+    """Its time against its members' separate runs, and each member's scores beside theirs."""
+    m = results[experiment.name]
+    separate = [results.get(name) for name in experiment.members]
+    count = len(experiment.members)
+    text = f"{count} models in one compiled call: {m['seconds']:.0f} s of training"
+    if all(separate):
+        total = sum(r["seconds"] for r in separate)
+        text += (
+            f", against {total:.0f} s for the {count} separate runs ({total / m['seconds']:.2f}x "
+            "as fast"
+        )
+        stacked, alone = (
+            _steady_epoch(m["history"]),
+            [_steady_epoch(r["history"]) for r in separate],
+        )
+        if stacked and all(alone):
+            text += (
+                f"; an epoch after the first, which compiles, {stacked:.2f} s against "
+                f"{sum(alone):.2f} s: {sum(alone) / stacked:.2f}x as fast"
+            )
+        text += ")"
+    scores = []
+    for name, member, own in zip(experiment.members, m["members"], separate, strict=True):
+        line = (
+            f"`{name}` {member['bits_per_channel']:.3f} bits/channel, NLL {member['nll_nats']:.3f}"
+        )
+        if own:
+            line += f" (its own run: {own['bits_per_channel']:.3f}, {own['nll_nats']:.3f})"
+        scores.append(line)
+    ensemble = m["ensemble"]
+    parts = [
+        text + ".",
+        "Its members: " + "; ".join(scores) + ".",
+        f"The {count} as an ensemble, one mixture of all their components (weights 1/{count} "
+        f"each, `mdn_jax.combine_members`): {ensemble['bits_per_channel']:.3f} bits/channel, NLL "
+        f"{ensemble['nll_nats']:.3f}.",
+    ]
+    closing = experiment.closing(results)
+    return " ".join(parts + ([closing] if closing else []))
+
+
 def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) -> str:
     m = metrics
     history = m.get("history") or [{}]
@@ -158,8 +221,12 @@ def report(
     command: str,
     timing: str = "",
 ) -> str:
-    """The report's markdown."""
+    """The report's markdown. Stacked experiments (`Experiment.members`) have a paragraph but
+    no row, and take no part in the findings: they retrain other rows' models."""
     first = next(iter(results.values()))
+    stacked = {e.name for e in chosen if e.members}
+    rows = [e for e in chosen if not e.members]
+    plain = {name: metrics for name, metrics in results.items() if name not in stacked}
     n, height, width = images.shape[:3]
     lines = [
         "# mdn_jax reproduce report",
@@ -180,19 +247,22 @@ def report(
         "",
         "## What it shows",
         "",
-        *findings(results),
+        *findings(plain),
         "",
         "## Results",
         "",
-        *_table(chosen, results, images=n),
+        *_table(rows, plain, images=n),
     ]
     lines += ["", "## Experiments", ""]
     for e in chosen:
-        lines += [f"### `{e.name}`: {e.title}", "", _paragraph(e, results[e.name], results), ""]
+        text = (
+            _stacked_paragraph(e, results) if e.members else _paragraph(e, results[e.name], results)
+        )
+        lines += [f"### `{e.name}`: {e.title}", "", text, ""]
     lines += [
         "## What it would take to reach 30 dB",
         "",
-        _thirty_db(results, epochs),
+        _thirty_db(plain, epochs),
         "",
         "## Where mdn_jax differs from the reference code",
         "",
