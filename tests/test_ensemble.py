@@ -68,7 +68,6 @@ def reference_ensemble(structure, params, y, axis):
 # (batch shape of the stacked mixture, member axis, targets' batch shape)
 CASES = [
     ((4,), 0, ()),
-    ((3, 5), 0, (5,)),
     ((5, 3), 1, (5,)),
     ((2, 3, 4), 1, (2, 4)),
 ]
@@ -149,10 +148,15 @@ def test_extreme_inputs_stay_finite_and_exact(structure):
 def test_ensemble_nll_is_at_most_the_members_average(structure):
     rng = np.random.default_rng(4)
     M, B, K, D = 5, 200, 2, 2
-    stacked = build(structure, make_stacked(structure, (M, B), K, D, rng))
+    params = make_stacked(structure, (M, B), K, D, rng)
     y = rng.normal(0.0, 2.0, (B, D)).astype(np.float32)
-    member_nll = -np.mean(np.asarray(mx.log_prob(stacked, y)), axis=-1)  # [M]
-    ensemble_nll = float(mx.nll(ensemble.combine(stacked), y))
+
+    @jax.jit
+    def nlls(params, y):
+        stacked = build(structure, params)
+        return -jnp.mean(mx.log_prob(stacked, y), axis=-1), mx.nll(ensemble.combine(stacked), y)
+
+    member_nll, ensemble_nll = (np.asarray(a, np.float64) for a in nlls(params, y))  # [M], []
     assert ensemble_nll <= np.mean(member_nll) + 1e-5
     assert ensemble_nll < np.min(member_nll)  # random members disagree: the average beats all
 
@@ -165,17 +169,28 @@ def test_samples_match_the_ensemble_mean_and_variance(structure):
     rng = np.random.default_rng(5)
     M, B, K, D = 3, 2, 2, 2
     params = make_stacked(structure, (M, B), K, D, rng)
-    combined = ensemble.combine(build(structure, params))
-    members = build(structure, params)
-    member_mean = np.asarray(mx.mean(members), np.float64)  # [M, B, D]
-    member_var = np.asarray(mx.variance(members), np.float64)
+    n = 200_000
+
+    @jax.jit
+    def moments_and_draws(params):
+        members = build(structure, params)
+        combined = ensemble.combine(members)
+        draws = mx.sample(jax.random.key(0), combined, sample_shape=(n,))
+        return (
+            mx.mean(members),
+            mx.variance(members),
+            mx.mean(combined),
+            mx.variance(combined),
+            draws,
+        )
+
+    got = [np.asarray(a, np.float64) for a in moments_and_draws(params)]
+    member_mean, member_var, mean, variance, draws = got  # members [M, B, D]
     want_mean = member_mean.mean(0)
     want_var = (member_var + member_mean**2).mean(0) - want_mean**2
-    np.testing.assert_allclose(mx.mean(combined), want_mean, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(mx.variance(combined), want_var, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(variance, want_var, rtol=1e-4, atol=1e-5)
 
-    n = 200_000
-    draws = np.asarray(mx.sample(jax.random.key(0), combined, sample_shape=(n,)), np.float64)
     assert draws.shape == (n, B, D)
     stderr = np.sqrt(want_var / n)
     assert np.all(np.abs(draws.mean(0) - want_mean) < 5 * stderr)
@@ -191,22 +206,28 @@ def test_downstream_functions_take_the_ensemble(structure):
     params = make_stacked(structure, (M, B), K, D, rng, scale_range=(0.02, 0.2))
     for i, field in enumerate(params[1:2], 1):  # means inside [0, 1], where 8-bit data lives
         params = params[:i] + (1.0 / (1.0 + np.exp(-field)),) + params[i + 1 :]
-    stacked = build(structure, params)
-    combined = ensemble.combine(stacked)
     y = (rng.integers(0, 256, (B, D)) / 255.0).astype(np.float32)
-    member_mass = np.asarray(discretised.discretised_log_prob(stacked, y), np.float64)
-    want = logsumexp(member_mass, axis=0) - np.log(M)
-    got = np.asarray(discretised.discretised_log_prob(combined, y))
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    bits = float(mdn.bits_per_channel(combined, y))
-    assert bits == pytest.approx(-np.mean(want) / (D * np.log(2.0)), rel=1e-5)
 
-    member_cdf = np.asarray(mdn.cdf(stacked, y), np.float64)  # [M, B, D]
-    np.testing.assert_allclose(mdn.cdf(combined, y), member_cdf.mean(0), atol=1e-5)
-    for point in (
-        mx.most_probable_mean(combined),
-        mdn.coherent_sample(jax.random.key(1), combined),
-    ):
+    @jax.jit  # one compiled call: eager dispatch compiles every small op on its own (slow)
+    def everything(params, y):
+        stacked = build(structure, params)
+        combined = ensemble.combine(stacked)
+        return dict(
+            member_mass=discretised.discretised_log_prob(stacked, y),
+            mass=discretised.discretised_log_prob(combined, y),
+            bits=mdn.bits_per_channel(combined, y),
+            member_cdf=mdn.cdf(stacked, y),
+            cdf=mdn.cdf(combined, y),
+            mode=mx.most_probable_mean(combined),
+            coherent=mdn.coherent_sample(jax.random.key(1), combined),
+        )
+
+    got = {k: np.asarray(v, np.float64) for k, v in everything(params, y).items()}
+    want = logsumexp(got["member_mass"], axis=0) - np.log(M)
+    np.testing.assert_allclose(got["mass"], want, rtol=1e-5, atol=1e-5)
+    assert float(got["bits"]) == pytest.approx(-np.mean(want) / (D * np.log(2.0)), rel=1e-5)
+    np.testing.assert_allclose(got["cdf"], got["member_cdf"].mean(0), atol=1e-5)  # [M, B, D]
+    for point in (got["mode"], got["coherent"]):
         assert point.shape == (B, D) and np.all(np.isfinite(point))
 
 

@@ -100,9 +100,8 @@ def test_component_sample_and_pictures(fit):
     draws = ensemble_render.render_values(fit, num_samples=2, **options)
     assert draws.shape == (2, HEIGHT, WIDTH, 3) and np.all(np.isfinite(draws))
     assert ensemble_render.render(fit, coherent=True, **options).shape == (1, HEIGHT, WIDTH, 3)
-    for method in ("components", "uncertainty", "mode"):
-        image = ensemble_render.render(fit, height=HEIGHT, width=WIDTH, method=method)
-        assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.float32
+    image = ensemble_render.render(fit, height=HEIGHT, width=WIDTH, method="components")
+    assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.float32
 
 
 def test_member_renders_that_member_alone_and_bad_members_are_one_line(fit):
