@@ -86,6 +86,9 @@ def test_per_member_lists_set_members_and_resume_continues_bit_identically(tmp_p
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     history = json.loads((part / "metrics.json").read_text())["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
+    # A single-model resume of an ensemble's folder says what it is.
+    code, _, err = _main("train", *images, "--out", part, *SMALL, "--epochs", 4, "--resume")
+    assert code == 2 and "holds an ensemble; resume it with the same --ensemble" in err, err
 
 
 @pytest.mark.parametrize(
