@@ -152,9 +152,13 @@ def test_guard_works_per_member():
     alone = tr.fit(xs, ys, model_config=fit.model_configs[0], train_config=train_configs[0])
     assert [s[0] for s in skipped] == [r["skipped_steps"] for r in alone.history]
     _assert_members_match_one(fit, 1, xs, ys, train_configs[1])
-    stopping = [dataclasses.replace(c, on_nonfinite="stop") for c in train_configs]
-    with pytest.raises(tr.NonFiniteError, match=r"^non-finite loss or gradient in member 0, "):
-        stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=stopping)
+    # With 'stop' the host names the first member with a skipped step (here member 1).
+    losses = np.array([[1.0, 2.0], [1.0, np.nan]])
+    stop = dataclasses.replace(config, on_nonfinite="stop")
+    with pytest.raises(tr.NonFiniteError, match=r"^non-finite loss or gradient in member 1, "):
+        stacked.stacked_record(3, losses, 1.0, stop, targets=ys)
+    record = stacked.stacked_record(3, losses, 1.0, config, targets=ys)
+    assert record["member_losses"] == [1.5, 1.0] and record["skipped_steps"] == [0, 1]
 
 
 def _assert_members_match_one(fit, m, xs, ys, train_config):
