@@ -71,9 +71,31 @@ def config_flags(config: dict) -> list[str]:
         flags += ["--hidden", ",".join(str(width) for width in model["hidden"])]
     if model.get("mean_init") is not None:  # spread means are recomputed from the same images
         flags += ["--init", "spread"]
+    flags += _member_flags(config.get("members"))
     data = config.get("data") or {}
     if isinstance(data.get("height"), int) and isinstance(data.get("width"), int):
         flags += ["--size", f"{data['height']}x{data['width']}"]
+    return flags
+
+
+def _member_flags(members) -> list[str]:
+    """An ensemble run's --ensemble and per-member lists (`mdn_jax.cli_ensemble`); [] for none."""
+    if not isinstance(members, list) or not members:
+        return []
+    try:
+        lists = {
+            "--lr": [m["train"]["learning_rate"] for m in members],
+            "--seed": [m["train"]["seed"] for m in members],
+            "--scale-floor": [m["model"]["scale_floor"] for m in members],
+        }
+        trunks = "/".join(",".join(map(str, m["model"]["hidden"])) for m in members)
+    except (KeyError, TypeError):
+        raise ValueError(
+            "--config has unreadable members; pass an ensemble run's config.json"
+        ) from None
+    flags = ["--ensemble", str(len(members)), "--hidden", trunks]
+    for flag, values in lists.items():
+        flags += [flag, ",".join(map(str, values))]
     return flags
 
 

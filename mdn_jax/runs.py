@@ -32,7 +32,7 @@ import numpy as np
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import config as cfg
 from mdn_jax import data as dt
-from mdn_jax import diskspace, media, parallel, runlock
+from mdn_jax import diskspace, media, parallel, runlock, stacked_checkpoint
 from mdn_jax import holdout as hd
 from mdn_jax import model as mdl
 from mdn_jax import run_callbacks as rc
@@ -267,6 +267,7 @@ def _resume_point(run: _Run, *, resume: bool, num_samples: int):
         return 0, None, []
     if latest is None:
         raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
+    stacked_checkpoint.refuse_single_resume(out, checkpoint_dir)
     restored = ckpt.restore(checkpoint_dir, mesh=run.placement.mesh)
     # The optimiser state's structure depends on schedule and clipping, and the batch order on
     # the data and batch size, so those must match for resume to equal an uninterrupted run.

@@ -147,10 +147,19 @@ def _members(xs, ys, model_configs, train_configs, normalise_inputs, placement):
     return xs, ys, model_configs, train_configs
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(graphdef, base_config: TrainConfig, total_steps: int, loss, placement, wide):
+    """The `_Epochs` of these settings, kept, so that fitting the same stack again in this
+    process (a resume, a sweep of seeds) reuses the compiled epoch."""
+    base = step.make_optimizer(base_config, total_steps=total_steps)
+    return _Epochs(graphdef, base, loss, placement, wide)
+
+
 class _Epochs:
     """The jitted stacked epoch for one padded model and shared optimiser, on a placement."""
 
     def __init__(self, graphdef, base, loss, placement: parallel.Placement, wide):
+        self.base = base
         self.placement = placement
         bound = functools.partial(stacked_epoch, graphdef, base, loss, placement, wide)
         self.run = jax.jit(bound, donate_argnums=0)
@@ -201,10 +210,10 @@ def fit_stacked(
     wide = sm.wide_config(model_configs)
     graphdef, _ = sm.shapes_of(wide)
     batches_per_epoch = step.steps_per_epoch(xs.shape[0], first.batch_size)
-    base = step.make_optimizer(
-        sm.base_train_config(first), total_steps=first.epochs * batches_per_epoch
-    )
-    epochs = _Epochs(graphdef, base, loss or step.loss_named(first.loss), placement, wide)
+    base_config, total_steps = sm.base_train_config(first), first.epochs * batches_per_epoch
+    loss = loss or step.loss_named(first.loss)
+    epochs = _compiled(graphdef, base_config, total_steps, loss, placement, wide)
+    base = epochs.base
     fresh, settings = sm.initial(model_configs, train_configs, wide, base)
     state = placement.put_state(fresh if state is None else state)
     settings = placement.put_state(settings)

@@ -113,6 +113,14 @@ def is_stacked(directory, *, epoch: int | None = None) -> bool:
     return isinstance(raw, dict) and "members" in raw
 
 
+def refuse_single_resume(out: Path, directory: Path) -> None:
+    """CheckpointError when a single-model run is asked to resume the ensemble in `directory`."""
+    if is_stacked(directory):
+        raise ckpt.CheckpointError(
+            f"{out} holds an ensemble; resume it with the same --ensemble and per-member flags"
+        )
+
+
 def restore_stacked(
     directory, *, epoch: int | None = None, mesh: jax.sharding.Mesh | None = None
 ) -> RestoredStacked:

@@ -17,6 +17,7 @@ import pytest
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 from mdn_jax import stacked, structures
+from mdn_jax import stacked_members as sm
 from mdn_jax import train as tr
 
 ATOL = 1e-5
@@ -41,8 +42,8 @@ def _model(**overrides):
     return mdl.ModelConfig(**{**values, **overrides})
 
 
-def _assert_members_match(fit, xs, ys, model_configs, train_configs):
-    for m, (model_config, train_config) in enumerate(zip(model_configs, train_configs)):
+def _assert_members_match(fit, xs, ys, model_configs, train_configs, *, first=0):
+    for m, (model_config, train_config) in enumerate(zip(model_configs, train_configs), first):
         alone = tr.fit(xs, ys, model_config=model_config, train_config=train_config)
         member = fit.member(m)
         assert member.model_config == alone.model_config
@@ -77,33 +78,40 @@ def test_members_of_different_widths_rates_floors_and_seeds_equal_fit_alone():
     assert len(fit.history) == 3 and len(fit.history[0]["member_losses"]) == 3
     assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(fit.params))
     _assert_members_match(fit, xs, ys, fit.model_configs, train_configs)
+    # Padding stays exactly zero: member 1 (6, 10) inside the padded (12, 10).
+    kernel = np.asarray(fit.params["trunk"][1]["kernel"][...])  # [M, 12, 10]
+    assert kernel.shape == (3, 12, 10) and kernel[2, 6:].any()
+    assert (
+        not kernel[1, 6:].any() and not np.asarray(fit.params["trunk"][0]["bias"][...])[1, 6:].any()
+    )
+    assert not np.asarray(fit.params["head"]["linear"]["kernel"][...])[0, 8:].any()
+    with pytest.raises(ValueError, match="members 0..2"):
+        fit.member(3)
 
 
-@pytest.mark.parametrize("structure", ["per_dim", "full"])
-def test_each_structure_with_per_member_floors_and_a_schedule(structure):
+@pytest.mark.parametrize("structure", structures.NAMES)
+def test_shift_floor_moves_exactly_the_floored_scales(structure):
+    config = _model(structure=structure, scale_floor=1e-3)
+    size = mdl.head_size(config)
+    raw = jax.random.normal(jax.random.key(0), (5, size))
+    options = dict(components=3, out_features=2, mean_activation="none")
+    low = mdl.head_to_mixture(raw, structure=structure, scale_floor=1e-3, **options)
+    high = mdl.head_to_mixture(raw, structure=structure, scale_floor=0.05, **options)
+    shifted = jax.jit(lambda m, s: sm.shift_floor(m, s, config=config))(low, 0.05 - 1e-3)
+    for a, b in zip(jax.tree.leaves(shifted), jax.tree.leaves(high), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_full_covariance_member_with_its_own_floor_and_a_schedule_equals_fit_alone():
     xs, ys = _toy(120)
-    model_configs = [
-        _model(structure=structure, hidden=(8,), scale_floor=floor) for floor in (1e-3, 0.05)
-    ]
+    model_configs = [_model(structure="full", hidden=(8,), scale_floor=f) for f in (1e-3, 0.05)]
     train_config = tr.TrainConfig(epochs=2, batch_size=40, schedule="warmup_cosine")
     train_configs = [dataclasses.replace(train_config, seed=seed) for seed in (3, 4)]
     fit = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=train_configs)
-    _assert_members_match(fit, xs, ys, fit.model_configs, train_configs)
-    # The second member's floor is in force: no scale below it.
-    floored = structures.named(structure).floored_scales(fit.member(1).predict(xs))
+    _assert_members_match(fit, xs, ys, fit.model_configs[1:], train_configs[1:], first=1)
+    # The second member's floor is in force: no Cholesky diagonal below it.
+    floored = structures.named("full").floored_scales(fit.member(1).predict(xs))
     assert float(jnp.min(floored)) >= 0.05
-
-
-def test_padded_entries_stay_zero():
-    xs, ys = _toy(100)
-    model_configs = [_model(hidden=(4, 4)), _model(hidden=(9, 6))]
-    config = tr.TrainConfig(epochs=2, batch_size=50)
-    fit = stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=config)
-    kernel = np.asarray(fit.params["trunk"][1]["kernel"][...])  # [M, 9, 6]
-    assert kernel.shape == (2, 9, 6)
-    assert not kernel[0, 4:].any() and not kernel[0, :, 4:].any()
-    assert not np.asarray(fit.params["head"]["linear"]["kernel"][...])[0, 4:].any()
-    assert kernel[1, :, 4:].any()  # the wide member uses those entries
 
 
 def test_members_that_cannot_share_a_program_are_refused():
@@ -126,10 +134,6 @@ def test_members_that_cannot_share_a_program_are_refused():
         )
     with pytest.raises(ValueError, match="2 model configs but 1 train configs"):
         stacked.fit_stacked(xs, ys, model_configs=[_model(), _model()], train_configs=[config])
-    with pytest.raises(ValueError, match="members 0..1"):
-        stacked.fit_stacked(
-            xs, ys, model_configs=[_model(), _model()], train_configs=config
-        ).member(2)
 
 
 def test_guard_works_per_member():
@@ -148,9 +152,13 @@ def test_guard_works_per_member():
     alone = tr.fit(xs, ys, model_config=fit.model_configs[0], train_config=train_configs[0])
     assert [s[0] for s in skipped] == [r["skipped_steps"] for r in alone.history]
     _assert_members_match_one(fit, 1, xs, ys, train_configs[1])
-    stopping = [dataclasses.replace(c, on_nonfinite="stop") for c in train_configs]
-    with pytest.raises(tr.NonFiniteError, match=r"^non-finite loss or gradient in member 0, "):
-        stacked.fit_stacked(xs, ys, model_configs=model_configs, train_configs=stopping)
+    # With 'stop' the host names the first member with a skipped step (here member 1).
+    losses = np.array([[1.0, 2.0], [1.0, np.nan]])
+    stop = dataclasses.replace(config, on_nonfinite="stop")
+    with pytest.raises(tr.NonFiniteError, match=r"^non-finite loss or gradient in member 1, "):
+        stacked.stacked_record(3, losses, 1.0, stop, targets=ys)
+    record = stacked.stacked_record(3, losses, 1.0, config, targets=ys)
+    assert record["member_losses"] == [1.5, 1.0] and record["skipped_steps"] == [0, 1]
 
 
 def _assert_members_match_one(fit, m, xs, ys, train_config):

@@ -70,7 +70,7 @@ def test_ensemble_run_folder_has_member_and_ensemble_scores(tmp_path, images):
     assert ensemble["nll_nats"] <= np.mean([m["nll_nats"] for m in members])
 
 
-def test_per_member_lists_set_members_and_resume_continues_bit_identically(tmp_path, images):
+def test_per_member_lists_resume_and_repeat_continue_bit_identically(tmp_path, images):
     flags = [*SMALL, "--lr", "1e-3,3e-3", "--scale-floor", "0.01,0.02"]
     flags += ["--hidden", "8,8/4,12"]
     whole, part = tmp_path / "whole", tmp_path / "part"
@@ -86,6 +86,17 @@ def test_per_member_lists_set_members_and_resume_continues_bit_identically(tmp_p
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     history = json.loads((part / "metrics.json").read_text())["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
+    # --config repeats the ensemble: the same members, trained to the same params.
+    again = tmp_path / "again"
+    code, _, err = _main("train", "--config", part / "config.json", "--out", again, "--no-progress")
+    assert code == 0, err
+    c = sc.restore_stacked(again / "checkpoint")
+    assert c.model_configs == a.model_configs and c.train_configs == a.train_configs
+    for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(c.state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # A single-model resume of an ensemble's folder says what it is.
+    code, _, err = _main("train", *images, "--out", part, *SMALL, "--epochs", 4, "--resume")
+    assert code == 2 and "holds an ensemble; resume it with the same --ensemble" in err, err
 
 
 @pytest.mark.parametrize(
