@@ -211,6 +211,18 @@ def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) 
     return " ".join(parts)
 
 
+# The report's closing section: what the reference code did that these experiments do not.
+DIFFERENCES = (
+    "The reference (TensorFlow 1) used ReLU on means and standard deviations with a 1e-10 floor, "
+    "multiplied probabilities in linear space with a `log(p + 1)` loss, and one softmax across all "
+    "channels' weights. Here every experiment computes the likelihood in log space (log_softmax, "
+    "logsumexp), keeps standard deviations positive with softplus plus a floor of 0.01, leaves means "
+    "unbounded, and per_dim has one softmax per channel. The run folders under `runs/` hold every "
+    "checkpoint, frame and metric behind this table; `mdn-jax render runs/<name> ...` renders any "
+    "of them at any size."
+)
+
+
 def report(
     chosen: Sequence[Experiment],
     results: dict[str, dict],
@@ -266,13 +278,7 @@ def report(
         "",
         "## Where mdn_jax differs from the reference code",
         "",
-        "The reference (TensorFlow 1) used ReLU on means and standard deviations with a 1e-10 floor, "
-        "multiplied probabilities in linear space with a `log(p + 1)` loss, and one softmax across all "
-        "channels' weights. Here every experiment computes the likelihood in log space (log_softmax, "
-        "logsumexp), keeps standard deviations positive with softplus plus a floor of 0.01, leaves means "
-        "unbounded, and per_dim has one softmax per channel. The run folders under `runs/` hold every "
-        "checkpoint, frame and metric behind this table; `mdn-jax render runs/<name> ...` renders any "
-        "of them at any size.",
+        DIFFERENCES,
         "",
     ]
     return "\n".join(lines)
