@@ -24,12 +24,20 @@ STRUCTURES = ("joint", "per_dim", "full")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "softplus", "elu")  # names in jax.nn
 MEAN_ACTIVATIONS = ("none", "sigmoid")
 DTYPES = ("float32", "bfloat16")
+SCALE_ACTIVATIONS = ("softplus", "exp")  # mdn_jax.structures.shared: scale = act(raw) + floor
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOSSES = ("nll", "discretised")
 ON_NONFINITE = ("stop", "skip")
 ENCODINGS = ("identity", "fourier", "hashgrid")  # mdn_jax.encoding's classes, by name
 # The keyword arguments of `model.head_to_mixture` (and of `MDNHead`), in that order.
-HEAD_OPTIONS = ("structure", "components", "out_features", "scale_floor", "mean_activation")
+HEAD_OPTIONS = (
+    "structure",
+    "components",
+    "out_features",
+    "scale_floor",
+    "mean_activation",
+    "scale_activation",
+)
 
 Check = Callable[[str, Any], None]  # check(field name, value): raise ValueError or return
 
@@ -71,6 +79,12 @@ def positive_number_or_none(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number or None, got {value!r}")
 
 
+def unit_rate(name: str, value: Any) -> None:
+    """A probability that can be 0 but not 1 (a dropout rate)."""
+    if not is_positive(value, allow_zero=True) or value >= 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
 def one_of(choices: Sequence[str], *, quoted: bool = False) -> Check:
     """A check that the value is one of `choices` ("one of a, b" or, quoted, "'a' or 'b'")."""
     listed = " or ".join(map(repr, choices)) if quoted else "one of " + ", ".join(choices)
@@ -103,6 +117,9 @@ class _Config:
     """What both configs share: field validation, the JSON round trip, unknown-key errors."""
 
     _KIND: ClassVar[str]  # "model" or "train", for error messages
+    # Fields whose default changed or that came later with a meaning that differs from an old
+    # run's: a saved config without them gets these values, so it keeps its old meaning.
+    _LEGACY: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -125,6 +142,7 @@ class _Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
+        values = {**cls._LEGACY, **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -151,6 +169,12 @@ class ModelConfig(_Config):
       structure: 'joint' (default, Bishop), 'per_dim' (the reference example) or 'full'.
       scale_floor: smallest standard deviation (and Cholesky diagonal) the head can output;
         scales are `softplus(raw) + scale_floor`, smooth and strictly positive.
+      scale_activation: 'softplus' (scales `softplus(raw) + scale_floor`) or 'exp' (`exp(raw)
+        + scale_floor`, whose log is one `logaddexp`: a cheaper training step). Configs saved
+        before this field load as 'softplus', the meaning their raw outputs had.
+      dropout: rate in [0, 1) at which the trunk's hidden-layer outputs are zeroed in training
+        (inverted dropout, keyed per optimiser step from the train state's key); never at
+        evaluation or rendering. 0 (default) is no dropout and no random numbers at all.
       mean_activation: 'none' (unbounded means) or 'sigmoid' (means in (0, 1)).
       input_offset, input_scale: input normalisation `(x - offset) / scale`, applied inside
         the model so every later use (training, rendering) maps inputs the same way; `None`
@@ -182,6 +206,7 @@ class ModelConfig(_Config):
     """
 
     _KIND: ClassVar[str] = "model"
+    _LEGACY: ClassVar[dict[str, Any]] = {"scale_activation": "softplus", "dropout": 0.0}
 
     in_features: int = _field(2, positive_int)
     out_features: int = _field(3, positive_int)
@@ -191,6 +216,8 @@ class ModelConfig(_Config):
     structure: str = _field("joint", one_of(STRUCTURES))
     scale_floor: float = _field(1e-3, positive_number)
     mean_activation: str = _field("none", one_of(MEAN_ACTIVATIONS, quoted=True))
+    scale_activation: str = _field("softplus", one_of(SCALE_ACTIVATIONS, quoted=True))
+    dropout: float = _field(0.0, unit_rate)
     input_offset: tuple[float, ...] | None = None
     input_scale: tuple[float, ...] | None = None
     fourier_features: int = _field(0, non_negative_int)

@@ -60,6 +60,7 @@ class MDNHead(nnx.Module):
         structure: str = ModelConfig.structure,
         scale_floor: float = ModelConfig.scale_floor,
         mean_activation: str = ModelConfig.mean_activation,
+        scale_activation: str = ModelConfig.scale_activation,
         rngs: nnx.Rngs,
     ):
         options = dict(
@@ -68,6 +69,7 @@ class MDNHead(nnx.Module):
             out_features=out_features,
             scale_floor=scale_floor,
             mean_activation=mean_activation,
+            scale_activation=scale_activation,
         )
         ModelConfig.check_fields(options)
         # A tuple, not a dict: static module attributes must be hashable for the graphdef.
@@ -123,11 +125,13 @@ def head_to_mixture(
     out_features: int,
     scale_floor: float,
     mean_activation: str = "none",
+    scale_activation: str = "softplus",
 ) -> mx.Mixture:
     """Turn raw head outputs `[..., head_size]` into a mixture with batch shape `[...]`.
 
-    Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor`; means are the raw values
-    or, with mean_activation='sigmoid', squashed into (0, 1).
+    Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor` (`exp(raw) + scale_floor`
+    with scale_activation='exp'); means are the raw values or, with mean_activation='sigmoid',
+    squashed into (0, 1).
     """
     return structures.named(structure).head_to_mixture(
         raw,
@@ -135,6 +139,7 @@ def head_to_mixture(
         out_features=out_features,
         scale_floor=scale_floor,
         mean_activation=mean_activation,
+        scale_activation=scale_activation,
     )
 
 
