@@ -34,6 +34,7 @@ def _configs(args, images):
         hashgrid_min_res=args.hashgrid_min_res,
         hashgrid_max_res=args.hashgrid_max_res,
         dtype=args.dtype,
+        dropout=args.dropout,
         **init,
     )
     train_config = train.TrainConfig(

@@ -113,18 +113,16 @@ def model_loss(
     return loss(entry.head_to_mixture(raw, **options), y)
 
 
-def _flat_loss(graphdef, loss: LossFn, unravel, params):
+def _flat_loss(config, loss: LossFn, unravel):
     """`loss(flat [P], x [B, in], y [B, D], key) -> []` of the model whose params unravel from
-    `flat` (`params`, any params of the model, give its config at trace time)."""
-    config = mdl.config_of(graphdef, params)
+    `flat`."""
     return lambda flat, x, y, key: model_loss(config, loss, unravel(flat), x, y, key=key)
 
 
-def _dropout_key(graphdef, params, key: jax.Array, step) -> jax.Array | None:
-    """Step `step`'s dropout key from the state's key, or None when the model has no dropout."""
-    if mdl.config_of(graphdef, params).dropout == 0:
-        return None
-    return forward.step_key(key, step)
+def _dropout_key(config, key: jax.Array, step) -> jax.Array | None:
+    """Step `step`'s dropout key from the state's key, or None when the model has no dropout
+    (decided at trace time: a rate of 0 derives no key)."""
+    return forward.step_key(key, step) if config.dropout > 0 else None
 
 
 def scan_unroll() -> int:
@@ -153,8 +151,9 @@ def train_step(
     """One guarded step on the batch `x [B, in]`, `y [B, D]`; returns `(state, loss [])`."""
     flat, unravel = ravel_pytree(state.params)
     x, y = placement.pin_batch(x), placement.pin_batch(y)
-    loss_of_flat = _flat_loss(graphdef, loss, unravel, state.params)
-    key = _dropout_key(graphdef, state.params, state.key, state.step)
+    config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
+    loss_of_flat = _flat_loss(config, loss, unravel)
+    key = _dropout_key(config, state.key, state.step)
     flat, opt_state, loss_value = guarded_update(
         lambda flat, x, y: loss_of_flat(flat, x, y, key), optimizer, flat, state.opt_state, x, y
     )
@@ -179,13 +178,16 @@ def train_epoch(
     its own share: see `Placement.take`). Nothing returns to the host until the scan ends.
     """
     flat, unravel = ravel_pytree(state.params)
-    loss_of_flat = _flat_loss(graphdef, loss, unravel, state.params)
-    steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
+    config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
+    loss_of_flat = _flat_loss(config, loss, unravel)
+    steps = None  # each iteration's step number, only for dropout's keys
+    if config.dropout > 0:
+        steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
 
     def body(carry, inputs):  # indices: [B], or [P, B / P] with several processes
         flat, opt_state = carry
         indices, step = inputs
-        key = _dropout_key(graphdef, state.params, state.key, step)
+        key = _dropout_key(config, state.key, step)
         x, y = placement.take(xs, indices), placement.take(ys, indices)
         flat, opt_state, loss_value = guarded_update(
             lambda flat, x, y: loss_of_flat(flat, x, y, key), optimizer, flat, opt_state, x, y
