@@ -60,7 +60,6 @@ class MDNHead(nnx.Module):
         structure: str = ModelConfig.structure,
         scale_floor: float = ModelConfig.scale_floor,
         mean_activation: str = ModelConfig.mean_activation,
-        scale_activation: str = ModelConfig.scale_activation,
         rngs: nnx.Rngs,
     ):
         options = dict(
@@ -69,7 +68,6 @@ class MDNHead(nnx.Module):
             out_features=out_features,
             scale_floor=scale_floor,
             mean_activation=mean_activation,
-            scale_activation=scale_activation,
         )
         ModelConfig.check_fields(options)
         # A tuple, not a dict: static module attributes must be hashable for the graphdef.
@@ -114,7 +112,9 @@ class MDN(nnx.Module):
             x = activation(layer(x))
         if x.dtype != jnp.float32:  # the head and the likelihood run in float32
             x = x.astype(jnp.float32)
-        return self.head(x)
+        # Not `self.head(x)`: the standalone MDNHead keeps softplus scales, the model's config
+        # says which (`scale_activation`).
+        return head_to_mixture(self.head.linear(x), **mixture_options(config))
 
 
 def head_to_mixture(
@@ -158,6 +158,12 @@ def _mean_bias(config: ModelConfig) -> jax.Array:
 def head_options(config: ModelConfig) -> dict[str, Any]:
     """The keyword arguments of `head_to_mixture` for a model config."""
     return {name: getattr(config, name) for name in cfg.HEAD_OPTIONS}
+
+
+def mixture_options(config: ModelConfig) -> dict[str, Any]:
+    """Every keyword argument of `head_to_mixture` for a model config: `head_options` and the
+    config's `scale_activation`."""
+    return {**head_options(config), "scale_activation": config.scale_activation}
 
 
 def init(config: ModelConfig, *, key: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:

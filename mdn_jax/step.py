@@ -27,7 +27,6 @@ from jax.flatten_util import ravel_pytree
 from mdn_jax import fastgrad, forward, parallel, structures
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax.config import HEAD_OPTIONS
 from mdn_jax.discretised import discretised_nll_loss
 
 if TYPE_CHECKING:
@@ -105,7 +104,8 @@ def model_loss(
     rate = config.dropout if config.dropout > 0 else None
     raw = forward.raw_outputs(config, params, x, dropout_rate=rate, key=key)
     entry = structures.named(config.structure)
-    options = {name: getattr(config, name) for name in HEAD_OPTIONS if name != "structure"}
+    options = mdl.mixture_options(config)
+    del options["structure"]
     if closed_form is None:
         closed_form = jax.default_backend() in CLOSED_FORM_BACKENDS
     if closed_form and loss in _CLOSED_FORM:

@@ -54,8 +54,8 @@ def weight_entropy(logits) -> jax.Array:
 
 
 def positive(raw, scale_floor, scale_activation="softplus"):
-    """The head's scales: `softplus(raw) + scale_floor` (or `exp(raw) + scale_floor` with
-    scale_activation='exp'), smooth and strictly positive."""
+    """The head's scales: `softplus(raw) + scale_floor` (or `exp(min(raw, EXP_CEILING)) +
+    scale_floor` with scale_activation='exp'), strictly positive and finite."""
     return _SCALE_ACTIVATIONS[scale_activation][0](raw, scale_floor)
 
 
@@ -65,14 +65,20 @@ def log_positive(raw, scale_floor, scale_activation="softplus"):
     return _SCALE_ACTIVATIONS[scale_activation][1](raw, scale_floor)
 
 
+# exp scales stop growing at raw = 40 (a scale of 2.4e17): its square, the variance, stays
+# finite in float32, and so do values and gradients at any raw output.
+EXP_CEILING = 40.0
+
 _SCALE_ACTIVATIONS = {  # ModelConfig.scale_activation: (scale, log-scale), both floored
     "softplus": (
         lambda raw, floor: jax.nn.softplus(raw) + floor,
         lambda raw, floor: jnp.log(jax.nn.softplus(raw) + floor),
     ),
     "exp": (
-        lambda raw, floor: jnp.exp(raw) + floor,
-        lambda raw, floor: jnp.logaddexp(raw, jnp.log(jnp.asarray(floor, raw.dtype))),
+        lambda raw, floor: jnp.exp(jnp.minimum(raw, EXP_CEILING)) + floor,
+        lambda raw, floor: jnp.logaddexp(
+            jnp.minimum(raw, EXP_CEILING), jnp.log(jnp.asarray(floor, raw.dtype))
+        ),
     ),
 }
 
