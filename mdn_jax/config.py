@@ -110,8 +110,7 @@ class _Config:
     """What both configs share: field validation, the JSON round trip, unknown-key errors."""
 
     _KIND: ClassVar[str]  # "model" or "train", for error messages
-    # Fields whose default changed or that came later with a meaning that differs from an old
-    # run's: a saved config without them gets these values, so it keeps its old meaning.
+    # What a saved config without a newer field meant (`from_dict` fills it in).
     _LEGACY: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
@@ -162,13 +161,10 @@ class ModelConfig(_Config):
       structure: 'joint' (default, Bishop), 'per_dim' (the reference example) or 'full'.
       scale_floor: smallest standard deviation (and Cholesky diagonal) the head can output;
         scales are `exp(raw) + scale_floor` (see scale_activation), strictly positive.
-      scale_activation: 'exp' (default: scales `exp(raw) + scale_floor`, a cheaper training
-        step and a better held-out fit, benchmarks/heldout_nll.py) or 'softplus'
-        (`softplus(raw) + scale_floor`). Configs saved before this field load as 'softplus',
-        the meaning their raw outputs had.
-      dropout: rate in [0, 1) at which the trunk's hidden-layer outputs are zeroed in training
-        (inverted dropout, keyed per optimiser step from the train state's key); never at
-        evaluation or rendering. 0 (default) is no dropout and no random numbers at all.
+      scale_activation: 'exp' (default; scales `exp(raw) + scale_floor`, the faster step) or
+        'softplus'; configs saved before this field load as 'softplus', as they were trained.
+      dropout: rate in [0, 1) of the trunk's hidden outputs zeroed in training only (keyed per
+        step from the train state's key); 0 (default): none, and no random numbers drawn.
       mean_activation: 'none' (unbounded means) or 'sigmoid' (means in (0, 1)).
       input_offset, input_scale: input normalisation `(x - offset) / scale`, applied inside
         the model so every later use (training, rendering) maps inputs the same way; `None`
@@ -200,7 +196,7 @@ class ModelConfig(_Config):
     """
 
     _KIND: ClassVar[str] = "model"
-    _LEGACY: ClassVar[dict[str, Any]] = {"scale_activation": "softplus", "dropout": 0.0}
+    _LEGACY: ClassVar[dict[str, Any]] = {"scale_activation": "softplus"}
 
     in_features: int = _field(2, positive_int)
     out_features: int = _field(3, positive_int)

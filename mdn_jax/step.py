@@ -1,5 +1,10 @@
 """The compiled part of training: one guarded optimiser step, and one epoch as a `lax.scan` of it.
 
+The hot path is `model_loss`: the pure forward of `mdn_jax.forward` (no NNX graph per step),
+the structure's head transform and the loss, autodiffed (closed forms: `CLOSED_FORM_BACKENDS`);
+the epoch's scan is unrolled per backend (`scan_unroll`). Dropout, when the model has it, is
+keyed by the state's key and the step number, so a resumed run draws the same masks.
+
 Pure functions of `(graphdef, optimizer, loss, placement)` and the arrays; `Trainer` (below)
 binds the first four and jits them, `mdn_jax.train.fit` runs the host loop around them.
 
@@ -73,12 +78,13 @@ def guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y):
 
 # The built-in losses with closed-form gradients in `mdn_jax.fastgrad`: (log-scale head, loss).
 _CLOSED_FORM = {}
-# The backends whose step uses them. None so far: on CPU (2-core Xeon, reference workload, every
-# structure and both losses, benchmarks/train_throughput.py --closed-form) autodiff of the
-# mixture code was as fast or faster: joint 0.84x, per_dim 0.90x, full 0.97x at batch 200,
-# joint 0.96x at 4096 for the closed form (its custom_vjp boundary stops XLA fusing the head's
-# transforms into the likelihood and its residuals are materialised). Add a backend here once
-# a measurement there says otherwise.
+# The backends whose step uses them. None so far: on CPU (2-core Xeon, reference workload, a
+# scanned epoch of the same step, alternating, medians) autodiff of the mixture code was as fast
+# or faster; closed form over autodiff: joint 0.84x, per_dim 0.90x, full 0.97x (nll) and joint
+# 0.96x, per_dim 1.02x (discretised) at batch 200, joint 0.96x at batch 4096. The custom_vjp
+# boundary stops XLA fusing the head's transforms into the likelihood, and its residuals are
+# materialised. `python benchmarks/train_throughput.py --contenders scan,scan-closed-form`
+# measures it; add a backend here once a measurement there says otherwise.
 CLOSED_FORM_BACKENDS: frozenset[str] = frozenset()
 
 
