@@ -232,3 +232,24 @@ def test_exp_scales_are_finite_with_finite_gradients_at_any_raw_output(structure
     assert np.isfinite(total(raw)) and np.all(np.isfinite(mx.variance(mixture)))
     assert np.all(np.asarray(structures.of(mixture).floored_scales(mixture)) >= 0.01)
     assert np.all(np.isfinite(jax.jit(jax.grad(total))(raw)))
+
+
+def test_cli_resume_keeps_the_scale_activation_of_the_run(tmp_path):
+    """A run folder from before scale_activation resumes with softplus scales, a new one with
+    what it was trained with; a fresh run gets the default."""
+    import argparse
+    import json
+
+    from mdn_jax import cli_commands
+
+    def chosen(model, resume=True):
+        (tmp_path / "config.json").write_text(json.dumps({"model": model}))
+        args = argparse.Namespace(resume=resume, out=tmp_path)
+        return cli_commands._scale_activation(args) or ModelConfig.scale_activation
+
+    old = _config().to_dict()
+    del old["scale_activation"]
+    assert chosen(old) == "softplus"
+    assert chosen(_config(scale_activation="softplus").to_dict()) == "softplus"
+    assert chosen(_config(scale_activation="exp").to_dict()) == "exp"
+    assert chosen(old, resume=False) == ModelConfig.scale_activation == "exp"
