@@ -3,11 +3,16 @@
 The reference workload: 81,920 (row, column) -> RGB pairs from the five built-in 128x128 demo
 images, a joint mixture with K=10 over D=3, Adam at 1e-3, reshuffled every epoch. Contenders:
 
-  scan        mdn_jax: one jitted lax.scan per epoch over device-resident data (Trainer.epoch)
+  scan        mdn_jax as a user gets it: the default model (scales exp(raw) + floor) and
+              `Trainer.epoch`, one jitted lax.scan per epoch over device-resident data
   step-loop   the same model and jitted step driven by a Python loop, one call per batch
               (Trainer.step on numpy-sliced batches: what most JAX code does)
-  mse-scan    the same trunk and scanned epoch trained with plain squared error (a 3-output
-              head): what the mixture head costs on top of the trunk
+  mse-scan    the same trunk, the same pure forward (mdn_jax.forward) and scanned epoch trained
+              with plain squared error on a one-component head's mean: what the mixture
+              likelihood costs on top of the trunk
+  scan-softplus     `scan` with scale_activation='softplus', the head before the fast step
+  scan-closed-form  `scan` with the closed-form gradients of mdn_jax.fastgrad switched on
+              (step.CLOSED_FORM_BACKENDS; off by default where autodiff measured faster)
   handwritten-scan  a hand-written ~80-line JAX MDN without mdn_jax (Flax Linen, optax.adam,
               log-sigma heads, one lax.scan per epoch over device-resident data, donated state,
               host-side numpy permutation; see contenders.py)
@@ -42,13 +47,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import contenders as others  # noqa: E402
 
-from mdn_jax import data, model, train  # noqa: E402
+from mdn_jax import data, model, step, train  # noqa: E402
 from mdn_jax.config import REFERENCE_TRUNK  # noqa: E402
 
 ALL_CONTENDERS = (
     "scan",
     "step-loop",
     "mse-scan",
+    "scan-softplus",
+    "scan-closed-form",
     "handwritten-scan",
     "handwritten-loop",
     "keras",
@@ -68,13 +75,14 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, wanted=ALL_CONTENDERS, 
     xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
     contenders, compile_seconds = {}, {}
 
-    def make(components, loss, name):
+    def make(components, loss, name, **fields):
         config = model.ModelConfig(
             hidden=hidden,
             components=components,
             input_offset=data.IMAGE_INPUT_OFFSET,
             input_scale=data.IMAGE_INPUT_SCALE,
             scale_floor=0.01,
+            **fields,
         )
         graphdef, params = model.init(config, key=jax.random.key(seed))
         trainer = train.Trainer(
@@ -100,28 +108,42 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, wanted=ALL_CONTENDERS, 
 
     trainer, state = make(10, train.nll_loss, "scan")
     contenders["scan"] = scanned(trainer, state, "scan")
+    if "scan-softplus" in wanted:
+        trainer, state = make(10, train.nll_loss, "scan-softplus", scale_activation="softplus")
+        contenders["scan-softplus"] = scanned(trainer, state, "scan-softplus")
+    if "scan-closed-form" in wanted:
+        trainer, state = make(10, train.nll_loss, "scan-closed-form")
+        default = step.CLOSED_FORM_BACKENDS
+        step.CLOSED_FORM_BACKENDS = frozenset({jax.default_backend()})  # read when compiling
+        try:
+            contenders["scan-closed-form"] = scanned(trainer, state, "scan-closed-form")
+        finally:
+            step.CLOSED_FORM_BACKENDS = default
 
-    if "step-loop" not in wanted:
+    if "step-loop" in wanted:
+        contenders["step-loop"] = step_loop(make(10, train.nll_loss, "step-loop"), batches, xs, ys)
+        compile_seconds["step-loop"] = common.timed(contenders["step-loop"])
+    if "mse-scan" not in wanted:
         return contenders, compile_seconds
-    loop_trainer, loop_state = make(10, train.nll_loss, "step-loop")
-    holder = {"state": loop_state, "key": jax.random.key(seed + 2)}
+    mse_trainer, mse_state = make(1, mse_loss, "mse-scan")
+    contenders["mse-scan"] = scanned(mse_trainer, mse_state, "mse-scan")
+    return contenders, compile_seconds
+
+
+def step_loop(trainer_and_state, batches, xs, ys, *, seed=0):
+    """`Trainer.step` driven by a Python loop on numpy-sliced batches, one call per batch."""
+    trainer, state = trainer_and_state
+    holder = {"state": state, "key": jax.random.key(seed + 2)}
 
     def looped():
         holder["key"], key = jax.random.split(holder["key"])
         state = holder["state"]
         for indices in batches(key):
-            state, loss = loop_trainer.step(state, xs[indices], ys[indices])
+            state, loss = trainer.step(state, xs[indices], ys[indices])
         loss.block_until_ready()
         holder["state"] = state
 
-    compile_seconds["step-loop"] = common.timed(looped)
-    contenders["step-loop"] = looped
-    if "mse-scan" not in wanted:
-        return contenders, compile_seconds
-
-    mse_trainer, mse_state = make(1, mse_loss, "mse-scan")
-    contenders["mse-scan"] = scanned(mse_trainer, mse_state, "mse-scan")
-    return contenders, compile_seconds
+    return looped
 
 
 def outside_contenders(xs, ys, *, hidden, batch_size, steps, wanted):
@@ -218,8 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--contenders",
         default="all",
-        help="comma-separated subset of: scan, step-loop, mse-scan, handwritten-scan, "
-        "handwritten-loop, keras, torch (scan, the reference of the ratios, always runs)",
+        help="comma-separated subset of: " + ", ".join(ALL_CONTENDERS) + " (scan, the "
+        "reference of the ratios, always runs)",
     )
     args = parser.parse_args(argv)
     wanted = set(ALL_CONTENDERS if args.contenders == "all" else args.contenders.split(","))

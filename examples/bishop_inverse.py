@@ -82,6 +82,9 @@ _T2 = 1.0 - _T1  # local minimum, ~0.661
 BRANCHES = ((0.0, _T1), (_T1, _T2), (_T2, 1.0))  # g is monotone on each
 
 # Acceptance criteria (the issue's).
+# An ensemble must beat its best member by more than float rounding: identical members agree
+# only up to rounding, so a bare `<` could pass by chance (it did, by 1e-5, with exp scales).
+ENSEMBLE_MARGIN = 1e-3
 K1_MIN_GAP = 0.30  # K = 1 must be at least this much worse than the optimum
 BEST_GAP_SMALL = 0.25  # best K >= 3 within this of the optimum, < 10,000 training points
 BEST_GAP_LARGE = 0.15  # ... with >= 10,000 training points
@@ -402,8 +405,9 @@ def criteria(results: dict) -> list[tuple[str, bool]]:
         best = min(e["member_nlls"])
         checks.append(
             (
-                f"{len(e['seeds'])}-member ensemble NLL {e['nll']:.4f} < best member {best:.4f}",
-                e["nll"] < best,
+                f"{len(e['seeds'])}-member ensemble NLL {e['nll']:.4f} < best member {best:.4f}"
+                f" - {ENSEMBLE_MARGIN:g}",
+                e["nll"] < best - ENSEMBLE_MARGIN,
             )
         )
     if "grid_optimum" in results["verification"]:  # absent when run(verify=False)

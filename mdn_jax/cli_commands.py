@@ -34,6 +34,8 @@ def _configs(args, images):
         hashgrid_min_res=args.hashgrid_min_res,
         hashgrid_max_res=args.hashgrid_max_res,
         dtype=args.dtype,
+        dropout=args.dropout,
+        scale_activation=_scale_activation(args) or cfg.ModelConfig.scale_activation,
         **init,
     )
     train_config = train.TrainConfig(
@@ -63,6 +65,15 @@ def _holdout(args) -> float:
         return float(json.loads((Path(args.out) / "config.json").read_text())["run"]["holdout"])
     except (OSError, KeyError, ValueError, TypeError):  # no such file or an older run: none
         return 0.0
+
+
+def _scale_activation(args) -> str:
+    """On --resume the one the run was trained with (config.json; softplus before the option)."""
+    try:
+        model = json.loads((Path(args.out) / "config.json").read_text())["model"]
+        return {**cfg.ModelConfig._LEGACY, **model}["scale_activation"] if args.resume else ""
+    except (OSError, KeyError, ValueError, TypeError):  # a fresh run, or no such file
+        return ""
 
 
 def _start_processes(args) -> None:

@@ -31,6 +31,16 @@ def number(convert, *, allow_zero: bool):
     return parse
 
 
+def rate(text: str) -> float:
+    """An argparse type: a float in [0, 1) (a dropout rate), checked by the config's validator."""
+    try:
+        value = float(text)
+        cfg.unit_rate("rate", value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    return value
+
+
 def short(number: float) -> str:
     """A number as a person writes it in help text: 0.001 as 1e-3, 10.0 as 10."""
     mantissa, exponent = f"{number:e}".split("e")
@@ -211,6 +221,13 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
         type=listed(non_negative_int),
         default=TRAIN.seed,
         help=f"random seed (default {TRAIN.seed})",
+    )
+    parser.add_argument(
+        "--dropout",
+        type=rate,
+        default=MODEL.dropout,
+        help="dropout rate on the trunk's hidden layers, in training only (default "
+        f"{MODEL.dropout:g}: none)",
     )
     parser.add_argument(
         "--dtype",

@@ -24,6 +24,7 @@ STRUCTURES = ("joint", "per_dim", "full")
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "softplus", "elu")  # names in jax.nn
 MEAN_ACTIVATIONS = ("none", "sigmoid")
 DTYPES = ("float32", "bfloat16")
+SCALE_ACTIVATIONS = ("softplus", "exp")  # mdn_jax.structures.shared: scale = act(raw) + floor
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 LOSSES = ("nll", "discretised")
 ON_NONFINITE = ("stop", "skip")
@@ -71,6 +72,12 @@ def positive_number_or_none(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number or None, got {value!r}")
 
 
+def unit_rate(name: str, value: Any) -> None:
+    """A probability that can be 0 but not 1 (a dropout rate)."""
+    if not is_positive(value, allow_zero=True) or value >= 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
 def one_of(choices: Sequence[str], *, quoted: bool = False) -> Check:
     """A check that the value is one of `choices` ("one of a, b" or, quoted, "'a' or 'b'")."""
     listed = " or ".join(map(repr, choices)) if quoted else "one of " + ", ".join(choices)
@@ -103,6 +110,8 @@ class _Config:
     """What both configs share: field validation, the JSON round trip, unknown-key errors."""
 
     _KIND: ClassVar[str]  # "model" or "train", for error messages
+    # What a saved config without a newer field meant (`from_dict` fills it in).
+    _LEGACY: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -125,6 +134,7 @@ class _Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
+        values = {**cls._LEGACY, **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -150,7 +160,11 @@ class ModelConfig(_Config):
       components: K, number of mixture components.
       structure: 'joint' (default, Bishop), 'per_dim' (the reference example) or 'full'.
       scale_floor: smallest standard deviation (and Cholesky diagonal) the head can output;
-        scales are `softplus(raw) + scale_floor`, smooth and strictly positive.
+        scales are `exp(raw) + scale_floor` (see scale_activation), strictly positive.
+      scale_activation: 'exp' (default; scales `exp(raw) + scale_floor`, the faster step) or
+        'softplus'; configs saved before this field load as 'softplus', as they were trained.
+      dropout: rate in [0, 1) of the trunk's hidden outputs zeroed in training only (keyed per
+        step from the train state's key); 0 (default): none, and no random numbers drawn.
       mean_activation: 'none' (unbounded means) or 'sigmoid' (means in (0, 1)).
       input_offset, input_scale: input normalisation `(x - offset) / scale`, applied inside
         the model so every later use (training, rendering) maps inputs the same way; `None`
@@ -182,6 +196,7 @@ class ModelConfig(_Config):
     """
 
     _KIND: ClassVar[str] = "model"
+    _LEGACY: ClassVar[dict[str, Any]] = {"scale_activation": "softplus"}
 
     in_features: int = _field(2, positive_int)
     out_features: int = _field(3, positive_int)
@@ -191,6 +206,8 @@ class ModelConfig(_Config):
     structure: str = _field("joint", one_of(STRUCTURES))
     scale_floor: float = _field(1e-3, positive_number)
     mean_activation: str = _field("none", one_of(MEAN_ACTIVATIONS, quoted=True))
+    scale_activation: str = _field("exp", one_of(SCALE_ACTIVATIONS, quoted=True))
+    dropout: float = _field(0.0, unit_rate)
     input_offset: tuple[float, ...] | None = None
     input_scale: tuple[float, ...] | None = None
     fourier_features: int = _field(0, non_negative_int)

@@ -112,7 +112,9 @@ class MDN(nnx.Module):
             x = activation(layer(x))
         if x.dtype != jnp.float32:  # the head and the likelihood run in float32
             x = x.astype(jnp.float32)
-        return self.head(x)
+        # Not `self.head(x)`: the standalone MDNHead keeps softplus scales, the model's config
+        # says which (`scale_activation`).
+        return head_to_mixture(self.head.linear(x), **mixture_options(config))
 
 
 def head_to_mixture(
@@ -123,11 +125,13 @@ def head_to_mixture(
     out_features: int,
     scale_floor: float,
     mean_activation: str = "none",
+    scale_activation: str = "softplus",
 ) -> mx.Mixture:
     """Turn raw head outputs `[..., head_size]` into a mixture with batch shape `[...]`.
 
-    Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor`; means are the raw values
-    or, with mean_activation='sigmoid', squashed into (0, 1).
+    Scales (and Cholesky diagonals) are `softplus(raw) + scale_floor` (`exp(raw) + scale_floor`
+    with scale_activation='exp'); means are the raw values or, with mean_activation='sigmoid',
+    squashed into (0, 1).
     """
     return structures.named(structure).head_to_mixture(
         raw,
@@ -135,6 +139,7 @@ def head_to_mixture(
         out_features=out_features,
         scale_floor=scale_floor,
         mean_activation=mean_activation,
+        scale_activation=scale_activation,
     )
 
 
@@ -153,6 +158,12 @@ def _mean_bias(config: ModelConfig) -> jax.Array:
 def head_options(config: ModelConfig) -> dict[str, Any]:
     """The keyword arguments of `head_to_mixture` for a model config."""
     return {name: getattr(config, name) for name in cfg.HEAD_OPTIONS}
+
+
+def mixture_options(config: ModelConfig) -> dict[str, Any]:
+    """Every keyword argument of `head_to_mixture` for a model config: `head_options` and the
+    config's `scale_activation`."""
+    return {**head_options(config), "scale_activation": config.scale_activation}
 
 
 def init(config: ModelConfig, *, key: jax.Array) -> tuple[nnx.GraphDef, nnx.State]:

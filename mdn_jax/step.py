@@ -1,5 +1,10 @@
 """The compiled part of training: one guarded optimiser step, and one epoch as a `lax.scan` of it.
 
+The hot path is `model_loss`: the pure forward of `mdn_jax.forward` (no NNX graph per step),
+the structure's head transform and the loss, autodiffed (closed forms: `CLOSED_FORM_BACKENDS`);
+the epoch's scan is unrolled per backend (`scan_unroll`). Dropout, when the model has it, is
+keyed by the state's key and the step number, so a resumed run draws the same masks.
+
 Pure functions of `(graphdef, optimizer, loss, placement)` and the arrays; `Trainer` (below)
 binds the first four and jits them, `mdn_jax.train.fit` runs the host loop around them.
 
@@ -24,9 +29,10 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from mdn_jax import fastgrad, forward, parallel, structures
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel
+from mdn_jax.discretised import discretised_nll_loss
 
 if TYPE_CHECKING:
     from mdn_jax.config import TrainConfig
@@ -70,9 +76,73 @@ def guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y):
     return new_flat, new_opt_state, jnp.where(finite, loss, jnp.nan)
 
 
-def _flat_loss(graphdef, loss: LossFn, unravel):
-    """`loss(flat [P], x [B, in], y [B, D]) -> []` of the model whose params unravel from `flat`."""
-    return lambda flat, x, y: loss(mdl.apply(graphdef, unravel(flat), x), y)
+# The built-in losses with closed-form gradients in `mdn_jax.fastgrad`: (log-scale head, loss).
+_CLOSED_FORM = {}
+# The backends whose step uses them. None so far: on CPU (2-core Xeon, reference workload, a
+# scanned epoch of the same step, alternating, medians) autodiff of the mixture code was as fast
+# or faster; closed form over autodiff: joint 0.84x, per_dim 0.90x, full 0.97x (nll) and joint
+# 0.96x, per_dim 1.02x (discretised) at batch 200, joint 0.96x at batch 4096. The custom_vjp
+# boundary stops XLA fusing the head's transforms into the likelihood, and its residuals are
+# materialised. `python benchmarks/train_throughput.py --contenders scan,scan-closed-form`
+# measures it; add a backend here once a measurement there says otherwise.
+CLOSED_FORM_BACKENDS: frozenset[str] = frozenset()
+
+
+def model_loss(
+    config,
+    loss: LossFn,
+    params,
+    x,
+    y,
+    *,
+    key: jax.Array | None = None,
+    closed_form: bool | None = None,
+) -> jax.Array:
+    """The training loss `[]` of the model `config` with `params` on `x [B, in]`, `y [B, D]`.
+
+    The forward pass is `mdn_jax.forward` (plain jnp on the params, the same values as
+    `model.apply`); with `config.dropout > 0`, `key` keys this step's dropout masks. A rate of 0
+    is decided here, at trace time: that step draws no random numbers at all. `closed_form`
+    (None: as `CLOSED_FORM_BACKENDS` says for the default backend) differentiates the built-in
+    losses through `mdn_jax.fastgrad` on the structure's `fast_head`; any other loss gets the
+    mixture of `head_to_mixture` and autodiff.
+    """
+    rate = config.dropout if config.dropout > 0 else None
+    raw = forward.raw_outputs(config, params, x, dropout_rate=rate, key=key)
+    entry = structures.named(config.structure)
+    options = mdl.mixture_options(config)
+    del options["structure"]
+    if closed_form is None:
+        closed_form = jax.default_backend() in CLOSED_FORM_BACKENDS
+    if closed_form and loss in _CLOSED_FORM:
+        return _CLOSED_FORM[loss](entry.fast_head(raw, **options), y)
+    return loss(entry.head_to_mixture(raw, **options), y)
+
+
+def _flat_loss(config, loss: LossFn, unravel):
+    """`loss(flat [P], x [B, in], y [B, D], key) -> []` of the model whose params unravel from
+    `flat`."""
+    return lambda flat, x, y, key: model_loss(config, loss, unravel(flat), x, y, key=key)
+
+
+def _dropout_key(config, key: jax.Array, step) -> jax.Array | None:
+    """Step `step`'s dropout key from the state's key, or None when the model has no dropout
+    (decided at trace time: a rate of 0 derives no key)."""
+    return forward.step_key(key, step) if config.dropout > 0 else None
+
+
+def scan_unroll() -> int:
+    """Scan iterations per loop trip on the default backend.
+
+    CPU: 4 measured fastest at batch 200 (+8% over 1; 8 was slower than 4). GPU and others: 4
+    as well, since XLA runs the scan's loop control on the host there (several microseconds
+    per trip) and a batch-200 step is only a few hundred microseconds of kernels; more than 4
+    mostly lengthens compilation.
+    """
+    return _UNROLL.get(jax.default_backend(), 4)
+
+
+_UNROLL = {"cpu": 4, "gpu": 4}
 
 
 def train_step(
@@ -87,8 +157,11 @@ def train_step(
     """One guarded step on the batch `x [B, in]`, `y [B, D]`; returns `(state, loss [])`."""
     flat, unravel = ravel_pytree(state.params)
     x, y = placement.pin_batch(x), placement.pin_batch(y)
+    config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
+    loss_of_flat = _flat_loss(config, loss, unravel)
+    key = _dropout_key(config, state.key, state.step)
     flat, opt_state, loss_value = guarded_update(
-        _flat_loss(graphdef, loss, unravel), optimizer, flat, state.opt_state, x, y
+        lambda flat, x, y: loss_of_flat(flat, x, y, key), optimizer, flat, state.opt_state, x, y
     )
     flat, opt_state, loss_value = placement.pin_replicated((flat, opt_state, loss_value))
     return TrainState(unravel(flat), opt_state, state.step + 1, state.key), loss_value
@@ -111,15 +184,25 @@ def train_epoch(
     its own share: see `Placement.take`). Nothing returns to the host until the scan ends.
     """
     flat, unravel = ravel_pytree(state.params)
-    loss_of_flat = _flat_loss(graphdef, loss, unravel)
+    config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
+    loss_of_flat = _flat_loss(config, loss, unravel)
+    steps = None  # each iteration's step number, only for dropout's keys
+    if config.dropout > 0:
+        steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
 
-    def body(carry, indices):  # indices: [B], or [P, B / P] with several processes
+    def body(carry, inputs):  # indices: [B], or [P, B / P] with several processes
         flat, opt_state = carry
+        indices, step = inputs
+        key = _dropout_key(config, state.key, step)
         x, y = placement.take(xs, indices), placement.take(ys, indices)
-        flat, opt_state, loss_value = guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y)
+        flat, opt_state, loss_value = guarded_update(
+            lambda flat, x, y: loss_of_flat(flat, x, y, key), optimizer, flat, opt_state, x, y
+        )
         return (flat, opt_state), loss_value
 
-    (flat, opt_state), losses = jax.lax.scan(body, (flat, state.opt_state), batch_indices)
+    (flat, opt_state), losses = jax.lax.scan(
+        body, (flat, state.opt_state), (batch_indices, steps), unroll=scan_unroll()
+    )
     flat, opt_state, losses = placement.pin_replicated((flat, opt_state, losses))
     step = state.step + batch_indices.shape[0]
     return TrainState(unravel(flat), opt_state, step, state.key), losses
@@ -166,13 +249,12 @@ def make_optimizer(config: TrainConfig, *, total_steps: int) -> optax.GradientTr
 
 # The training loss for loss="nll": the mean negative log-likelihood in nats per sample.
 nll_loss: LossFn = mx.nll
+_CLOSED_FORM.update({nll_loss: fastgrad.nll, discretised_nll_loss: fastgrad.discretised_nll})
 
 
 def loss_named(name: str) -> LossFn:
     """The loss function for `TrainConfig.loss`."""
     if name == "discretised":
-        from mdn_jax.discretised import discretised_nll_loss
-
         return discretised_nll_loss
     return nll_loss
 

@@ -11,7 +11,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from mdn_jax import fastgrad
 from mdn_jax.structures import shared
 from mdn_jax.structures.gaussian import HALF_LOG_TWO_PI, check_shapes, forward_substitution
 from mdn_jax.structures.spec import Structure
@@ -109,18 +111,30 @@ def head_size(*, components: int, out_features: int) -> int:
     return k + k * d + k * d * (d + 1) // 2
 
 
-def head_to_mixture(raw, *, components, out_features, scale_floor, mean_activation) -> FullMixture:
-    """The triangles are filled row by row (`tril_indices` order); diagonals go through the
-    scale floor, off-diagonals stay raw."""
+def _split(raw, *, components, out_features, mean_activation):
+    """logits `[..., K]`, means `[..., K, D]` and each triangle's entries `[..., K, D (D+1) / 2]`
+    in `tril_indices` order (row by row), with that order's rows and columns."""
     k, d = components, out_features
-    batch = raw.shape[:-1]
     logits, means, rest = shared.split_head(
         raw, components=k, out_features=d, mean_activation=mean_activation
     )
-    rows, cols = jnp.tril_indices(d)
-    entries = rest.reshape(batch + (k, d * (d + 1) // 2))
-    entries = jnp.where(rows == cols, shared.positive(entries, scale_floor), entries)
-    tril = jnp.zeros(batch + (k, d, d), raw.dtype).at[..., rows, cols].set(entries)
+    rows, cols = np.tril_indices(d)  # numpy: static indices, also under jit
+    return logits, means, rest.reshape(raw.shape[:-1] + (k, d * (d + 1) // 2)), rows, cols
+
+
+def head_to_mixture(
+    raw, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> FullMixture:
+    """The triangles are filled row by row (`tril_indices` order); diagonals go through the
+    scale floor, off-diagonals stay raw."""
+    k, d = components, out_features
+    logits, means, entries, rows, cols = _split(
+        raw, components=k, out_features=d, mean_activation=mean_activation
+    )
+    entries = jnp.where(
+        rows == cols, shared.positive(entries, scale_floor, scale_activation), entries
+    )
+    tril = jnp.zeros(raw.shape[:-1] + (k, d, d), raw.dtype).at[..., rows, cols].set(entries)
     return FullMixture(logits, means, tril)
 
 
@@ -131,6 +145,21 @@ def combine_members(mixture: FullMixture, *, axis: int) -> FullMixture:
         shared.merge_members(mixture.means, axis, -2),
         shared.merge_members(mixture.scale_tril, axis, -3),
     )
+
+
+def fast_head(
+    raw, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> fastgrad.FullHead:
+    """The log of the floored diagonal, and the raw entries as the strict lower triangle."""
+    k, d = components, out_features
+    logits, means, entries, rows, cols = _split(
+        raw, components=k, out_features=d, mean_activation=mean_activation
+    )
+    diagonal = rows == cols
+    log_diag = shared.log_positive(entries[..., diagonal], scale_floor, scale_activation)
+    lower = jnp.zeros(raw.shape[:-1] + (k, d, d), raw.dtype)
+    lower = lower.at[..., rows[~diagonal], cols[~diagonal]].set(entries[..., ~diagonal])
+    return fastgrad.FullHead(logits, means, log_diag, lower)
 
 
 STRUCTURE = Structure(
@@ -154,6 +183,7 @@ STRUCTURE = Structure(
     discretised_log_prob=discretised_log_prob,
     head_size=head_size,
     head_to_mixture=head_to_mixture,
+    fast_head=fast_head,
     mean_bias_indices=shared.mean_bias_indices,
     combine_members=combine_members,
 )

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mdn_jax import guards
+from mdn_jax import fastgrad, guards
 from mdn_jax.structures import shared
 from mdn_jax.structures.gaussian import check_shapes, log_bin_mass, normal_log_prob
 from mdn_jax.structures.spec import Structure
@@ -91,12 +91,31 @@ def head_size(*, components: int, out_features: int) -> int:
     return components + 2 * components * out_features
 
 
-def head_to_mixture(raw, *, components, out_features, scale_floor, mean_activation) -> JointMixture:
+def _split(raw, *, components, out_features, mean_activation):
     logits, means, rest = shared.split_head(
         raw, components=components, out_features=out_features, mean_activation=mean_activation
     )
-    scales = shared.positive(rest.reshape(raw.shape[:-1] + (components, out_features)), scale_floor)
-    return JointMixture(logits, means, scales)
+    return logits, means, rest.reshape(raw.shape[:-1] + (components, out_features))
+
+
+def head_to_mixture(
+    raw, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> JointMixture:
+    logits, means, rest = _split(
+        raw, components=components, out_features=out_features, mean_activation=mean_activation
+    )
+    return JointMixture(logits, means, shared.positive(rest, scale_floor, scale_activation))
+
+
+def fast_head(
+    raw, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> fastgrad.JointHead:
+    logits, means, rest = _split(
+        raw, components=components, out_features=out_features, mean_activation=mean_activation
+    )
+    return fastgrad.JointHead(
+        logits, means, shared.log_positive(rest, scale_floor, scale_activation)
+    )
 
 
 def combine_members(mixture: JointMixture, *, axis: int) -> JointMixture:
@@ -129,6 +148,7 @@ STRUCTURE = Structure(
     discretised_log_prob=discretised_log_prob,
     head_size=head_size,
     head_to_mixture=head_to_mixture,
+    fast_head=fast_head,
     mean_bias_indices=shared.mean_bias_indices,
     combine_members=combine_members,
 )

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdn_jax import guards
+from mdn_jax import fastgrad, guards
 from mdn_jax.structures import shared
 from mdn_jax.structures.gaussian import check_shapes, log_bin_mass, normal_log_prob
 from mdn_jax.structures.joint import JointMixture
@@ -127,16 +127,31 @@ def head_size(*, components: int, out_features: int) -> int:
     return 3 * out_features * components
 
 
+def _split(raw, *, components, out_features):
+    """Raw `[..., 3 D K]` as three blocks `[..., D, K]`: logits, means, raw scales."""
+    blocks = raw.reshape(raw.shape[:-1] + (3, out_features, components))
+    return blocks[..., 0, :, :], blocks[..., 1, :, :], blocks[..., 2, :, :]
+
+
 def head_to_mixture(
-    raw, *, components, out_features, scale_floor, mean_activation
+    raw, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
 ) -> PerDimMixture:
-    batch = raw.shape[:-1]
-    blocks = raw.reshape(batch + (3, out_features, components))
-    logits, means, scales = jnp.split(blocks, 3, axis=-3)
+    logits, means, scales = _split(raw, components=components, out_features=out_features)
     return PerDimMixture(
-        logits[..., 0, :, :],
-        shared.location(means[..., 0, :, :], mean_activation),
-        shared.positive(scales[..., 0, :, :], scale_floor),
+        logits,
+        shared.location(means, mean_activation),
+        shared.positive(scales, scale_floor, scale_activation),
+    )
+
+
+def fast_head(
+    raw, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> fastgrad.PerDimHead:
+    logits, means, scales = _split(raw, components=components, out_features=out_features)
+    return fastgrad.PerDimHead(
+        logits,
+        shared.location(means, mean_activation),
+        shared.log_positive(scales, scale_floor, scale_activation),
     )
 
 
@@ -205,6 +220,7 @@ STRUCTURE = Structure(
     discretised_log_prob=discretised_log_prob,
     head_size=head_size,
     head_to_mixture=head_to_mixture,
+    fast_head=fast_head,
     mean_bias_indices=mean_bias_indices,
     combine_members=combine_members,
 )

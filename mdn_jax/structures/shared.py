@@ -53,9 +53,34 @@ def weight_entropy(logits) -> jax.Array:
     return -jnp.sum(jnp.exp(log_w) * jnp.where(jnp.isfinite(log_w), log_w, 0.0), axis=-1)
 
 
-def positive(raw, scale_floor):
-    """The head's scales: `softplus(raw) + scale_floor`, smooth and strictly positive."""
-    return jax.nn.softplus(raw) + scale_floor
+def positive(raw, scale_floor, scale_activation="softplus"):
+    """The head's scales: `softplus(raw) + scale_floor` (or `exp(min(raw, EXP_CEILING)) +
+    scale_floor` with scale_activation='exp'), strictly positive and finite."""
+    return _SCALE_ACTIVATIONS[scale_activation][0](raw, scale_floor)
+
+
+def log_positive(raw, scale_floor, scale_activation="softplus"):
+    """`log(positive(raw, ...))`, computed directly: for 'exp' it is
+    `logaddexp(raw, log(scale_floor))`, one op with no overflow (the fast head's log-scales)."""
+    return _SCALE_ACTIVATIONS[scale_activation][1](raw, scale_floor)
+
+
+# exp scales stop growing at raw = 40 (a scale of 2.4e17): its square, the variance, stays
+# finite in float32, and so do values and gradients at any raw output.
+EXP_CEILING = 40.0
+
+_SCALE_ACTIVATIONS = {  # ModelConfig.scale_activation: (scale, log-scale), both floored
+    "softplus": (
+        lambda raw, floor: jax.nn.softplus(raw) + floor,
+        lambda raw, floor: jnp.log(jax.nn.softplus(raw) + floor),
+    ),
+    "exp": (
+        lambda raw, floor: jnp.exp(jnp.minimum(raw, EXP_CEILING)) + floor,
+        lambda raw, floor: jnp.logaddexp(
+            jnp.minimum(raw, EXP_CEILING), jnp.log(jnp.asarray(floor, raw.dtype))
+        ),
+    ),
+}
 
 
 def location(raw, mean_activation):

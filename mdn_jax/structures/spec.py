@@ -49,7 +49,10 @@ class Structure:
         mass of y's bins (see `mdn_jax.discretised`).
       head_size: `(*, components, out_features) -> int`, raw head outputs per input.
       head_to_mixture: `(raw [..., head_size], *, components, out_features, scale_floor,
-        mean_activation) -> mixture` with batch `[...]`.
+        mean_activation, scale_activation='softplus') -> mixture` with batch `[...]`.
+      fast_head: the same arguments `-> mdn_jax.fastgrad` head (`JointHead`, `PerDimHead` or
+        `FullHead`): the same distribution as `head_to_mixture`'s, with log-scales (log
+        Cholesky diagonals) computed directly, for the closed-form losses of the training step.
       mean_bias_indices: `(*, components, out_features) -> int array [K, D]`, where each
         component mean sits among the raw head outputs.
       combine_members: `(mixture, *, axis) -> mixture`: M members stacked on batch axis `axis`
@@ -78,5 +81,6 @@ class Structure:
     discretised_log_prob: Callable
     head_size: Callable
     head_to_mixture: Callable
+    fast_head: Callable
     mean_bias_indices: Callable
     combine_members: Callable
