@@ -17,7 +17,10 @@ locks (some FUSE mounts) `hold` says so and runs without one rather than refusin
 `restore_newest(directory)` is for readers (`render`) of a folder that may be being trained:
 Orbax deletes old checkpoints as new ones land (the trainer keeps the newest two), so a reader
 first hard-links the newest complete one into a private folder and reads that; one deleted
-before it could be linked is gone, not damaged, and the next newest is taken.
+before it could be linked is gone, not damaged, and the next newest is taken. The private folder's
+name carries the reader's pid and host (`.mdn_jax-read-<pid>-<host>-XXXXXXXX`), so a reader killed
+mid-read (SIGKILL) leaves a folder the next reader can tell is orphaned and clears: only folders
+of this host whose pid is dead, never a live process's, never anything else.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -37,6 +41,9 @@ from pathlib import Path
 import numpy as np
 
 LOCK_NAME = ".mdn_jax.lock"
+_READ_PREFIX = ".mdn_jax-read-"
+# `_READ_PREFIX`, pid, host (sanitised), then tempfile.mkdtemp's 8 random characters.
+_READ_COPY = re.compile(re.escape(_READ_PREFIX) + r"(\d+)-([A-Za-z0-9._-]+)-[a-z0-9_]{8}")
 
 
 class RunLockedError(ValueError):
@@ -145,6 +152,43 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()  # only succeeds when empty
 
 
+def _host() -> str:
+    """This host's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "localhost"
+
+
+def _is_running(pid: int) -> bool:
+    """False only when no process `pid` exists on this host (an unreaped zombie still counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # someone else's process; not a pid
+        return True
+    return True
+
+
+def clear_orphaned_read_copies(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove the private read folders (see `restore_newest`) that killed readers left in
+    `run_dir`: only real folders named by `_READ_COPY`, made on this host by a process that no
+    longer exists. Returns the folders removed; a folder that cannot be listed clears nothing."""
+    removed, host = [], _host()
+    try:
+        entries = list(os.scandir(run_dir))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _READ_COPY.fullmatch(entry.name)
+        if not match or match[2] != host or not entry.is_dir(follow_symlinks=False):
+            continue
+        if not _is_running(int(match[1])):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
 def restore_newest(directory, *, attempts: int = 20):
     """`checkpoint.restore` of the newest complete checkpoint in `directory` (a run folder's
     `checkpoint/`), safe while a training run replaces its checkpoints.
@@ -158,6 +202,7 @@ def restore_newest(directory, *, attempts: int = 20):
     from mdn_jax import checkpoint as ckpt
 
     directory = Path(directory)
+    clear_orphaned_read_copies(directory.parent)
     if not (directory.parent / LOCK_NAME).exists():  # nobody training: read it where it is
         return ckpt.restore(directory)
     for _ in range(attempts):
@@ -165,7 +210,11 @@ def restore_newest(directory, *, attempts: int = 20):
         if epoch is None:
             break
         try:
-            private = Path(tempfile.mkdtemp(prefix=".mdn_jax-read-", dir=directory.parent))
+            private = Path(
+                tempfile.mkdtemp(
+                    prefix=f"{_READ_PREFIX}{os.getpid()}-{_host()}-", dir=directory.parent
+                )
+            )
         except OSError:  # a folder we may not write to: read in place
             break
         try:

@@ -127,7 +127,8 @@ def _environment(*, cache):
     }
     if cache:
         env.update(
-            JAX_COMPILATION_CACHE_DIR=str(cache),
+            # the session's cache (tests/conftest.py) where there is one: shared with the tests
+            JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(cache),
             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
         )

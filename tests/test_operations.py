@@ -57,7 +57,8 @@ def _assert_one_line_error(code, stderr, *words, exit_code=2):
 def _environment(cache):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env.update(
-        JAX_COMPILATION_CACHE_DIR=str(cache),
+        # the session's cache (tests/conftest.py) where there is one: shared with the tests
+        JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(cache),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
