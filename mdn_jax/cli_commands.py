@@ -17,8 +17,11 @@ EXIT_PICTURES = 4  # trained and saved, but a picture could not be made (one lin
 
 
 def _configs(args, images):
-    from mdn_jax import runs, train
+    from mdn_jax import holdout, image_defaults, runs, train
 
+    count = images[..., 0].size  # the training pixels cap the hash grid's default batch
+    held = holdout.split(count, fraction=_holdout(args))[1].size if _holdout(args) else 0
+    image_defaults.resolve(args, pixels=count - held)
     init = runs.spread_init(images, args.components) if args.init == "spread" else {}
     model_config = runs.image_model_config(
         components=args.components,
@@ -45,6 +48,8 @@ def _configs(args, images):
         seed=args.seed,
         loss=args.loss,
         on_nonfinite=args.on_nonfinite,
+        adam_b2=args.adam_b2,
+        adam_eps=args.adam_eps,
     )
     options = runs.RunOptions(
         frame_every=args.frame_every,

@@ -35,6 +35,8 @@ _FLAGS = {
     ("train", "seed"): "--seed",
     ("train", "loss"): "--loss",
     ("train", "on_nonfinite"): "--on-nonfinite",
+    ("train", "adam_b2"): "--adam-b2",
+    ("train", "adam_eps"): "--adam-eps",
     ("run", "frame_every"): "--frame-every",
     ("run", "checkpoint_every"): "--checkpoint-every",
     ("run", "holdout"): "--holdout",
