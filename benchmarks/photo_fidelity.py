@@ -76,6 +76,7 @@ def run_once(command: list[str], out: str) -> dict:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     with open(os.path.join(out, "metrics.json")) as file:
         metrics = json.load(file)
+    metrics.pop("history", None)  # one record per epoch: in the run folder, not the output
     return {"wall_seconds": wall, **metrics}
 
 
