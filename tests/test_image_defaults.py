@@ -1,0 +1,102 @@
+"""The image defaults of `mdn-jax train` and `demo` follow the encoding (mdn_jax.image_defaults),
+and Adam's beta2 and epsilon are training settings (TrainConfig.adam_b2, adam_eps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import optax
+import pytest
+
+from mdn_jax import cli, config, image_defaults, repeat, step
+
+
+def _parse(*flags):
+    return cli.build_parser().parse_args(["train", "x.png", "--out", "run", *flags])
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_hashgrid_is_the_image_default_with_its_settings(command):
+    rest = ["x.png", "--out", "run"] if command == "train" else []
+    args = image_defaults.resolve(cli.build_parser().parse_args([command, *rest]))
+    assert args.encoding == "hashgrid"
+    assert (args.hidden, args.batch_size, args.lr, args.schedule, args.init) == (
+        (64, 64),
+        4096,
+        1e-2,
+        "cosine",
+        "spread",
+    )
+    assert (args.adam_b2, args.adam_eps) == (0.99, 1e-15)
+
+
+@pytest.mark.parametrize(
+    "flags, encoding",
+    [
+        (["--encoding", "identity"], "identity"),
+        (["--fourier-features", "16"], "fourier"),  # as before the hash grid: Fourier alone
+        (["--encoding", "fourier", "--fourier-features", "16"], "fourier"),
+    ],
+)
+def test_identity_and_fourier_keep_the_reference_settings(flags, encoding):
+    args = image_defaults.resolve(_parse(*flags))
+    train = config.TrainConfig()
+    assert args.encoding == encoding and args.hidden == config.REFERENCE_TRUNK
+    assert (args.batch_size, args.lr, args.schedule, args.init) == (
+        train.batch_size,
+        train.learning_rate,
+        train.schedule,
+        "random",
+    )
+    assert (args.adam_b2, args.adam_eps) == (train.adam_b2, train.adam_eps)
+
+
+def test_explicit_flags_win_over_the_encodings_defaults():
+    args = image_defaults.resolve(
+        _parse("--hidden", "32", "--batch-size", "64", "--lr", "3e-3", "--init", "random"),
+        pixels=10_000,
+    )
+    assert (args.encoding, args.hidden, args.batch_size, args.lr, args.init) == (
+        "hashgrid",
+        (32,),
+        64,
+        3e-3,
+        "random",
+    )
+    assert args.schedule == "cosine"  # the one left out still follows the encoding
+
+
+def test_small_images_cap_the_hashgrid_default_batch():
+    assert image_defaults.resolve(_parse(), pixels=300).batch_size == 300
+    assert image_defaults.resolve(_parse(), pixels=10**6).batch_size == 4096
+    assert image_defaults.resolve(_parse("--batch-size", "8"), pixels=4).batch_size == 8
+    args = image_defaults.resolve(_parse("--encoding", "identity"), pixels=100)
+    assert args.batch_size == 200  # the reference's batch check stays as it was
+
+
+def test_repeat_says_the_init_either_way():
+    model = config.ModelConfig().to_dict()
+    flags = repeat.config_flags({"model": model, "train": config.TrainConfig().to_dict()})
+    assert flags[flags.index("--init") + 1] == "random"
+    assert flags[flags.index("--adam-b2") + 1] == "0.999"
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.5, float("nan"), True, "0.9"])
+def test_adam_b2_must_lie_in_the_open_unit_interval(value):
+    with pytest.raises(ValueError, match="adam_b2 must be a number in"):
+        config.TrainConfig(adam_b2=value)
+
+
+def test_adam_settings_reach_the_optimiser():
+    params = {"w": np.ones(3, np.float32)}
+    grads = {"w": np.array([1.0, 0.0, -2.0], np.float32)}
+    for b2, eps in ((0.999, 1e-8), (0.99, 1e-15)):
+        train = config.TrainConfig(adam_b2=b2, adam_eps=eps)
+        ours = step.make_optimizer(train, total_steps=10)
+        theirs = optax.adam(train.learning_rate, b2=b2, eps=eps)
+        state_a, state_b = ours.init(params), theirs.init(params)
+        for _ in range(3):
+            update_a, state_a = ours.update(grads, state_a, params)
+            update_b, state_b = theirs.update(grads, state_b, params)
+            np.testing.assert_allclose(update_a["w"], update_b["w"], rtol=1e-6)
+    with pytest.raises(SystemExit):
+        _parse("--adam-b2", "1")
