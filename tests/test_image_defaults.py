@@ -100,3 +100,21 @@ def test_adam_settings_reach_the_optimiser():
             np.testing.assert_allclose(update_a["w"], update_b["w"], rtol=1e-6)
     with pytest.raises(SystemExit):
         _parse("--adam-b2", "1")
+
+
+def test_reproduce_has_a_hashgrid_row_with_the_image_defaults():
+    from mdn_jax import data, reproduce, reproduce_experiments
+
+    (hashgrid,) = [e for e in reproduce_experiments.experiments() if e.name == "hashgrid"]
+    images = data.demo_images(count=2, size=16)
+    model = reproduce_experiments.model_config(hashgrid, images)
+    assert model.encoding == "hashgrid" and model.hidden == image_defaults.HASHGRID["hidden"]
+    assert model.mean_init is not None  # spread means, as `mdn-jax train` starts them
+    assert "hash grid" in hashgrid.trunk_text()
+    report = config.TrainConfig(epochs=3, batch_size=200, learning_rate=1e-3)
+    trained = reproduce._training(hashgrid, report, pixels=10**6)
+    assert (trained.batch_size, trained.learning_rate, trained.schedule) == (4096, 1e-2, "cosine")
+    assert (trained.adam_b2, trained.adam_eps, trained.epochs) == (0.99, 1e-15, 3)
+    assert reproduce._training(hashgrid, report, pixels=512).batch_size == 512
+    (reference,) = [e for e in reproduce_experiments.experiments() if e.name == "joint_k10"]
+    assert reproduce._training(reference, report, pixels=512) == report  # unchanged
