@@ -49,8 +49,8 @@ HASHGRID = (
 # name -> flags; each with the epochs that keep it within the reference's wall time.
 PHOTO_CONTENDERS = {
     "reference": REFERENCE + " --epochs 100",
-    "fourier": REFERENCE.replace("--init random", "--init spread")
-    + " --fourier-features 128 --fourier-scale 3 --encoding fourier --epochs 60",
+    "fourier": REFERENCE.replace("identity", "fourier").replace("random", "spread")
+    + " --fourier-features 128 --fourier-scale 3 --epochs 60",
     "hashgrid": HASHGRID + " --epochs 100",
     "hashgrid-60": HASHGRID + " --epochs 60",
 }
