@@ -11,6 +11,8 @@ An identity or Fourier encoding keeps the reference settings, the library's own 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from mdn_jax import config as cfg
 
@@ -52,6 +54,29 @@ def resolve(args: argparse.Namespace, *, pixels: int | None = None) -> argparse.
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
+
+
+def stored_encoding(run_dir) -> str | None:
+    """The encoding in a run folder's config.json, None without one: `--resume` without
+    `--encoding` takes the defaults of the run's own encoding, so a run started before the
+    hash grid became the default resumes as it was trained."""
+    try:
+        model = json.loads((Path(run_dir) / "config.json").read_text())["model"]
+        # A config from before `encoding` existed: Fourier features or raw positions.
+        encoding = model.get("encoding") or (
+            "fourier" if model.get("fourier_features") else "identity"
+        )
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):  # no run folder there
+        return None
+    return encoding if encoding in cfg.ENCODINGS else None
+
+
+def training_pixels(images, holdout: float) -> int:
+    """How many pixels of `images [N, H, W, C]` train, with a `holdout` share kept out."""
+    from mdn_jax import holdout as hd  # numpy
+
+    count = images[..., 0].size
+    return count - (hd.split(count, fraction=holdout)[1].size if holdout else 0)
 
 
 def both(name: str, show=str) -> str:

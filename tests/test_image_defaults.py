@@ -118,3 +118,31 @@ def test_reproduce_has_a_hashgrid_row_with_the_image_defaults():
     assert reproduce._training(hashgrid, report, pixels=512).batch_size == 512
     (reference,) = [e for e in reproduce_experiments.experiments() if e.name == "joint_k10"]
     assert reproduce._training(reference, report, pixels=512) == report  # unchanged
+
+
+def test_resume_without_flags_keeps_a_reference_run_as_it_was_trained(tmp_path):
+    """A run started with the reference settings (the default before the hash grid) resumes with
+    no --encoding: the defaults follow the run's stored encoding, not today's default."""
+    import contextlib
+    import io
+    import json
+
+    import imageio.v3 as iio
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "a.png", pixels)
+    common = ["--hidden", "8", "--components", "2", "--batch-size", "16", "--no-progress"]
+    common += ["--frame-every", "0", "--out", str(tmp_path / "run")]
+
+    def main(*flags):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            return cli.main(["train", str(tmp_path / "a.png"), *flags, *common]), err.getvalue()
+
+    assert main("--epochs", "1", "--encoding", "identity")[0] == 0
+    code, err = main("--epochs", "2", "--resume")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["encoding"] == "identity" and saved["train"]["adam_b2"] == 0.999
+    assert image_defaults.stored_encoding(tmp_path / "run") == "identity"
+    assert image_defaults.stored_encoding(tmp_path / "nothing") is None
