@@ -115,9 +115,15 @@ def _add_model_shape_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_optimiser_flags(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     """Optimisation: epochs, batch, learning rate and schedule, loss, non-finite policy, clipping."""
+    grid = image_defaults.hashgrid_epochs(epochs)
+    both = f"{epochs} with identity or Fourier, {grid} with the hash grid"
     parser.add_argument(
-        "--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"epochs (default {both if grid != epochs else epochs})",
     )
+    parser.set_defaults(reference_epochs=epochs)  # what --epochs left out means without a grid
     parser.add_argument(
         "--batch-size",
         type=positive_int,

@@ -27,6 +27,7 @@ def test_hashgrid_is_the_image_default_with_its_settings(command):
         "spread",
     )
     assert (args.adam_b2, args.adam_eps) == (0.99, 1e-15)
+    assert args.epochs == 60  # train's 100 reference epochs, demo's 60: at most 60 with a grid
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,7 @@ def test_identity_and_fourier_keep_the_reference_settings(flags, encoding):
         "random",
     )
     assert (args.adam_b2, args.adam_eps) == (train.adam_b2, train.adam_eps)
+    assert args.epochs == 100  # `mdn-jax train`'s, as before the hash grid
 
 
 def test_explicit_flags_win_over_the_encodings_defaults():
@@ -145,4 +147,6 @@ def test_resume_without_flags_keeps_a_reference_run_as_it_was_trained(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["encoding"] == "identity" and saved["train"]["adam_b2"] == 0.999
     assert image_defaults.stored_encoding(tmp_path / "run") == "identity"
+    code, err = main("--epochs", "3", "--resume", "--adam-b2", "0.9")  # another optimiser
+    assert code == 2 and "other settings" in err and "adam_b2" in err, err
     assert image_defaults.stored_encoding(tmp_path / "nothing") is None
