@@ -78,6 +78,11 @@ def unit_rate(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
+def fraction_below_one(name: str, value: Any) -> None:
+    if not (is_positive(value) and value < 1):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+
+
 def one_of(choices: Sequence[str], *, quoted: bool = False) -> Check:
     """A check that the value is one of `choices` ("one of a, b" or, quoted, "'a' or 'b'")."""
     listed = " or ".join(map(repr, choices)) if quoted else "one of " + ", ".join(choices)
@@ -305,6 +310,9 @@ class TrainConfig(_Config):
       on_nonfinite: a step whose loss or gradient is not finite is never applied; 'stop'
         (default) then raises NonFiniteError after that epoch, naming the epoch and step;
         'skip' carries on and counts the skipped steps in the history ('skipped_steps').
+      adam_b2, adam_eps: Adam's second-moment decay and epsilon (optax's defaults 0.999 and
+        1e-8; a hash grid trains better with instant-ngp's 0.99 and 1e-15, README: Input
+        encodings).
     """
 
     _KIND: ClassVar[str] = "train"
@@ -317,3 +325,5 @@ class TrainConfig(_Config):
     seed: int = _field(0, non_negative_int)
     loss: str = _field("nll", one_of(LOSSES))
     on_nonfinite: str = _field("stop", one_of(ON_NONFINITE, quoted=True))
+    adam_b2: float = _field(0.999, fraction_below_one)
+    adam_eps: float = _field(1e-8, positive_number)
