@@ -46,7 +46,8 @@ class CheckpointError(ValueError):
 
 
 class Restored(NamedTuple):
-    """A restored checkpoint; `state` goes straight back into `fit(state=..., start_epoch=epoch)`."""
+    """A restored checkpoint; `state` goes straight back into
+    `fit(state=..., start_epoch=epoch)`."""
 
     state: train.TrainState
     graphdef: Any
@@ -99,7 +100,8 @@ def _epochs(directory: Path) -> list[int]:
 
 
 def latest_epoch(directory) -> int | None:
-    """The newest complete checkpoint's epoch in `directory`, or None; temporary dirs are ignored."""
+    """The newest complete checkpoint's epoch in `directory`, or None; temporary dirs are
+    ignored."""
     epochs = _epochs(Path(directory).absolute())
     return epochs[-1] if epochs else None
 
@@ -133,7 +135,8 @@ def save(
     history: list[dict] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write the checkpoint for `epoch` to `directory/<epoch>/`, keep the newest `keep`; return its path.
+    """Write the checkpoint for `epoch` to `directory/<epoch>/`, keep the newest `keep`; return
+    its path.
 
     Synchronous: the checkpoint is complete on disk when this returns. Epochs must increase
     within a directory: saving an epoch at or below the latest one raises CheckpointError.
@@ -163,7 +166,8 @@ def save(
         "history": list(history or []),
     }
     with _quiet(), _manager(directory, max_to_keep=keep, create=True) as manager:
-        # force: skip Orbax's save-interval policy (never silently drop a save); it does not overwrite.
+        # force: skip Orbax's save-interval policy (never silently drop a save); it does not
+        # overwrite.
         manager.save(
             epoch,
             force=True,
@@ -323,6 +327,7 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
 
 def _damaged(where: Path, error: BaseException) -> str:
     return (
-        f"checkpoint {where} is damaged: its arrays cannot be read ({_first_line(error, 120)}); move that "
+        f"checkpoint {where} is damaged: its arrays cannot be read "
+        f"({_first_line(error, 120)}); move that "
         "folder away to resume from the previous checkpoint, if there is one, or train again"
     )

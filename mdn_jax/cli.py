@@ -115,7 +115,8 @@ def _add_render(subcommands) -> None:
         choices=rd.METHODS,
         default="mode",
         help="mode: mean of the heaviest component (default); mean: mixture mean; "
-        "sample: random draws; component: component K's mean; uncertainty: predictive std heat map; "
+        "sample: random draws; component: component K's mean; "
+        "uncertainty: predictive std heat map; "
         "components: which component wins where",
     )
     render.add_argument(
@@ -170,7 +171,8 @@ def _add_reproduce(subcommands) -> None:
     reproduce = subcommands.add_parser(
         "reproduce",
         help="run the reference experiments and write report.md (about 7 minutes on a 2-core CPU)",
-        description="Run the reference example's experiments (one image K=1; two images K=1 and K=10; all images "
+        description="Run the reference example's experiments "
+        "(one image K=1; two images K=1 and K=10; all images "
         "per_dim and joint K=10; three trunk sizes) and the improvements (Fourier features, the "
         "discretised loss, spread initial means) on the built-in images or yours, and write "
         "DIR/report.md. Running it again continues where it stopped.",

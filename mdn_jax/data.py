@@ -108,7 +108,10 @@ def check_pixels(pixels: int, *, what: str, fix: str) -> None:
         )
 
 
-_SHRINK = "shrink the file first (e.g. to 1024 pixels on its longest side): --size resizes only after decoding"
+_SHRINK = (
+    "shrink the file first (e.g. to 1024 pixels on its longest side): "
+    "--size resizes only after decoding"
+)
 
 
 def _check_header(path: Path) -> None:
@@ -145,7 +148,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{printable(path)}: no such file; check the path")
     if path.is_dir():
         raise DataError(
-            f"{printable(path)}: is a folder; pass image files or use the folder as a training input"
+            f"{printable(path)}: is a folder; "
+            "pass image files or use the folder as a training input"
         )
     if path.stat().st_size == 0:
         raise DataError(f"{printable(path)}: file is empty (0 bytes); replace it with a real image")
@@ -162,7 +166,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as error:  # imageio raises many types for undecodable files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(
-            f"{printable(path)}: not a readable image ({reason[:120]}); it may be damaged or cut short: "
+            f"{printable(path)}: not a readable image ({reason[:120]}); "
+            "it may be damaged or cut short: "
             "replace it with a complete PNG, JPEG, GIF, BMP, TIFF or WebP file"
         ) from None
     return to_rgb(exif.as_shown(array, path), name=printable(path))
@@ -248,7 +253,8 @@ def pixel_grid(height: int, width: int) -> np.ndarray:
 
 
 def image_pairs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`[N, H, W, C]` images to training pairs: positions `[N * H * W, 2]`, colours `[N * H * W, C]`.
+    """`[N, H, W, C]` images to training pairs: positions `[N * H * W, 2]`,
+    colours `[N * H * W, C]`.
 
     Every image contributes every position once, so a position appears N times with (usually)
     N different colours: the multi-valued target a mixture is for.
