@@ -128,6 +128,29 @@ def _add_render(subcommands) -> None:
     render.add_argument(
         "--size", type=size, default=None, help="output HxW (default: the training size)"
     )
+    _add_sample_flags(render)
+    render.add_argument(
+        "--chunk", type=positive_int, default=65536, help="pixels per compiled chunk"
+    )
+    render.add_argument(
+        "--devices",
+        type=positive_int,
+        default=None,
+        help="split each chunk over this many local devices (default: all)",
+    )
+    render.add_argument(
+        "--member",
+        type=non_negative_int,
+        default=None,
+        help="with a run trained with --ensemble: render member M alone (default: the "
+        "ensemble, every member's mixture as one)",
+    )
+    render.add_argument("--out", required=True, help="PNG file to write")
+    render.set_defaults(handler=commands.run_render)
+
+
+def _add_sample_flags(render) -> None:
+    """The render flags of `--method sample`: temperatures, how many draws, their seed."""
     render.add_argument(
         "--temperature", type=non_negative_float, default=1.0, help="weight temperature for sample"
     )
@@ -147,24 +170,6 @@ def _add_render(subcommands) -> None:
         help="with --method sample: one random draw per sample shared by all its pixels, so a "
         "sample looks like an image, not per-pixel noise (each pixel's marginal is unchanged)",
     )
-    render.add_argument(
-        "--chunk", type=positive_int, default=65536, help="pixels per compiled chunk"
-    )
-    render.add_argument(
-        "--devices",
-        type=positive_int,
-        default=None,
-        help="split each chunk over this many local devices (default: all)",
-    )
-    render.add_argument(
-        "--member",
-        type=non_negative_int,
-        default=None,
-        help="with a run trained with --ensemble: render member M alone (default: the "
-        "ensemble, every member's mixture as one)",
-    )
-    render.add_argument("--out", required=True, help="PNG file to write")
-    render.set_defaults(handler=commands.run_render)
 
 
 def _add_reproduce(subcommands) -> None:
