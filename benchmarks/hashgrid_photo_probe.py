@@ -10,8 +10,8 @@ a hand-written epoch as one jitted `lax.scan` with optax Adam (instant-ngp's bet
 eps 1e-15). It stops after `--epochs` or once `--seconds` of wall time (compilation included)
 are spent, whichever comes first, and prints per photo the NLL (nats per pixel, all three
 channels together), bits per channel (the 8-bit discretised likelihood) and the coverage and
-component PSNRs, as JSON lines and a table. It exists to pick the settings the library will use;
-mdn_jax's model does not use the hash grid yet.
+component PSNRs, as JSON lines and a table. It picked the settings the library uses
+(`mdn_jax.image_defaults`); benchmarks/photo_fidelity.py measures the library itself.
 
     python benchmarks/hashgrid_photo_probe.py --seconds 34
     python benchmarks/hashgrid_photo_probe.py --levels 16 --log2-table-size 17 --lr 1e-2 \\

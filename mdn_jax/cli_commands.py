@@ -17,8 +17,12 @@ EXIT_PICTURES = 4  # trained and saved, but a picture could not be made (one lin
 
 
 def _configs(args, images):
-    from mdn_jax import runs, train
+    from mdn_jax import image_defaults, runs, train
 
+    holdout = _holdout(args)
+    if args.encoding is None and args.resume:  # the defaults follow the run's own encoding
+        args.encoding = image_defaults.stored_encoding(args.out)
+    image_defaults.resolve(args, pixels=image_defaults.training_pixels(images, holdout))
     init = runs.spread_init(images, args.components) if args.init == "spread" else {}
     model_config = runs.image_model_config(
         components=args.components,
@@ -47,12 +51,14 @@ def _configs(args, images):
         seed=args.seed,
         loss=args.loss,
         on_nonfinite=args.on_nonfinite,
+        adam_b2=args.adam_b2,
+        adam_eps=args.adam_eps,
     )
     options = runs.RunOptions(
         frame_every=args.frame_every,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress and sys.stderr.isatty(),
-        holdout=_holdout(args),
+        holdout=holdout,
     )
     return model_config, train_config, options
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 
 from mdn_jax import config as cfg
+from mdn_jax import image_defaults
+from mdn_jax.image_defaults import both as _both
 
 MODEL = cfg.ModelConfig()  # the library's defaults, which the flags' defaults are
 TRAIN = cfg.TrainConfig()
@@ -53,6 +55,13 @@ positive_int = number(int, allow_zero=False)
 non_negative_int = number(int, allow_zero=True)
 positive_float = number(float, allow_zero=False)
 non_negative_float = number(float, allow_zero=True)
+
+
+def _adam_b2(text: str) -> float:
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text}")
+    return value
 
 
 def size(text: str) -> tuple[int, int]:
@@ -129,8 +138,8 @@ def _add_model_shape_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hidden",
         type=trunks,
-        default=cfg.REFERENCE_TRUNK,
-        help=f"trunk widths (default {','.join(map(str, cfg.REFERENCE_TRUNK))}); several trunks "
+        default=None,
+        help=f"trunk widths ({_both('hidden', image_defaults.widths)}); several trunks "
         "separated by / train an ensemble, one trunk per member (same depth)",
     )
     parser.add_argument(
@@ -146,26 +155,44 @@ def _add_model_shape_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_optimiser_flags(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     """Optimisation: epochs, batch, learning rate and schedule, loss, non-finite policy, clipping."""
+    grid = image_defaults.hashgrid_epochs(epochs)
+    both = f"{epochs} with identity or Fourier, {grid} with the hash grid"
     parser.add_argument(
-        "--epochs", type=positive_int, default=epochs, help=f"epochs (default {epochs})"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"epochs (default {both if grid != epochs else epochs})",
     )
+    parser.set_defaults(reference_epochs=epochs)  # what --epochs left out means without a grid
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=TRAIN.batch_size,
-        help=f"batch size (default {TRAIN.batch_size})",
+        default=None,
+        help=f"batch size ({_both('batch_size')})",
     )
     parser.add_argument(
         "--lr",
         type=listed(positive_float),
-        default=TRAIN.learning_rate,
-        help=f"Adam learning rate (default {short(TRAIN.learning_rate)})",
+        default=None,
+        help=f"Adam learning rate ({_both('lr', short)}); one per member with --ensemble",
     )
     parser.add_argument(
         "--schedule",
         choices=cfg.SCHEDULES,
-        default=TRAIN.schedule,
-        help=f"learning-rate schedule (default {TRAIN.schedule})",
+        default=None,
+        help=f"learning-rate schedule ({_both('schedule')})",
+    )
+    parser.add_argument(
+        "--adam-b2",
+        type=_adam_b2,
+        default=None,
+        help=f"Adam's second-moment decay beta2 ({_both('adam_b2')})",
+    )
+    parser.add_argument(
+        "--adam-eps",
+        type=positive_float,
+        default=None,
+        help=f"Adam's epsilon ({_both('adam_eps', short)})",
     )
     parser.add_argument(
         "--loss",
@@ -212,9 +239,9 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         choices=("random", "spread"),
-        default="random",
-        help="random: the usual initialisation (default); spread: component means start on "
-        "colours spread over the images and the head starts small (see docs/reproduce)",
+        default=None,
+        help="random: the usual initialisation; spread: component means start on colours "
+        f"spread over the images and the head starts small ({_both('init')})",
     )
     parser.add_argument(
         "--seed",
@@ -243,9 +270,10 @@ def _add_encoding_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoding",
         choices=cfg.ENCODINGS,
-        default=MODEL.encoding,
-        help="input encoding of the position: identity (raw, the default), fourier (needs "
-        "--fourier-features) or hashgrid (a trainable multiresolution hash grid)",
+        default=None,
+        help="input encoding of the position: hashgrid (a trainable multiresolution hash grid, "
+        "the default), fourier (needs --fourier-features; the default when they are given) or "
+        "identity (raw positions, the reference)",
     )
     for flag, field, what in (
         ("--hashgrid-levels", "hashgrid_levels", "levels (resolutions)"),

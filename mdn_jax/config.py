@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from mdn_jax.config_fields import BaseConfig as _Config
 from mdn_jax.config_fields import Check as Check
 from mdn_jax.config_fields import config_field as _field
+from mdn_jax.config_fields import fraction_below_one as fraction_below_one
 from mdn_jax.config_fields import is_positive as is_positive
 from mdn_jax.config_fields import non_negative_int as non_negative_int
 from mdn_jax.config_fields import one_of as one_of
@@ -207,6 +208,9 @@ class TrainConfig(_Config):
       on_nonfinite: a step whose loss or gradient is not finite is never applied; 'stop'
         (default) then raises NonFiniteError after that epoch, naming the epoch and step;
         'skip' carries on and counts the skipped steps in the history ('skipped_steps').
+      adam_b2, adam_eps: Adam's second-moment decay and epsilon (optax's defaults 0.999 and
+        1e-8; a hash grid trains better with instant-ngp's 0.99 and 1e-15, README: Input
+        encodings).
     """
 
     _KIND: ClassVar[str] = "train"
@@ -219,3 +223,5 @@ class TrainConfig(_Config):
     seed: int = _field(0, non_negative_int)
     loss: str = _field("nll", one_of(LOSSES))
     on_nonfinite: str = _field("stop", one_of(ON_NONFINITE, quoted=True))
+    adam_b2: float = _field(0.999, fraction_below_one)
+    adam_eps: float = _field(1e-8, positive_number)

@@ -56,6 +56,11 @@ def unit_rate(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
+def fraction_below_one(name: str, value: Any) -> None:
+    if not (is_positive(value) and value < 1):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+
+
 def one_of(choices: Sequence[str], *, quoted: bool = False) -> Check:
     """A check that the value is one of `choices` ("one of a, b" or, quoted, "'a' or 'b'")."""
     listed = " or ".join(map(repr, choices)) if quoted else "one of " + ", ".join(choices)

@@ -35,6 +35,8 @@ _FLAGS = {
     ("train", "seed"): "--seed",
     ("train", "loss"): "--loss",
     ("train", "on_nonfinite"): "--on-nonfinite",
+    ("train", "adam_b2"): "--adam-b2",
+    ("train", "adam_eps"): "--adam-eps",
     ("run", "frame_every"): "--frame-every",
     ("run", "checkpoint_every"): "--checkpoint-every",
     ("run", "holdout"): "--holdout",
@@ -69,8 +71,9 @@ def config_flags(config: dict) -> list[str]:
     model = config["model"]
     if model.get("hidden"):
         flags += ["--hidden", ",".join(str(width) for width in model["hidden"])]
-    if model.get("mean_init") is not None:  # spread means are recomputed from the same images
-        flags += ["--init", "spread"]
+    # Spread means are recomputed from the same images; both are said, since the default
+    # depends on the encoding (`mdn_jax.image_defaults`).
+    flags += ["--init", "spread" if model.get("mean_init") is not None else "random"]
     flags += _member_flags(config.get("members"))
     data = config.get("data") or {}
     if isinstance(data.get("height"), int) and isinstance(data.get("width"), int):

@@ -155,7 +155,7 @@ def _run_experiment(experiment, images, out, train_config, options, *, source, l
         subset,
         run_dir,
         model_config=config,
-        train_config=dataclasses.replace(train_config, loss=experiment.loss),
+        train_config=_training(experiment, train_config, pixels=subset[..., 0].size),
         options=options,
         resume=ckpt.latest_epoch(run_dir / "checkpoint") is not None,
         log=lambda line: log("  " + line),
@@ -224,6 +224,14 @@ def _finished_stacked(run_dir: Path, epochs: int, configs, train_configs) -> dic
     if same and metrics.get("epochs") == epochs and not metrics.get("interrupted"):
         return metrics
     return None
+
+
+def _training(experiment: Experiment, train_config: tr.TrainConfig, *, pixels: int):
+    """The experiment's training settings: the report's, its loss and its own overrides."""
+    overrides = dict(experiment.train or {})
+    if "batch_size" in overrides:
+        overrides["batch_size"] = min(overrides["batch_size"], pixels)
+    return dataclasses.replace(train_config, loss=experiment.loss, **overrides)
 
 
 def _report_files(run_dir: Path, files: Path, name: str) -> None:

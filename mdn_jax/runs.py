@@ -271,7 +271,7 @@ def _resume_point(run: _Run, *, resume: bool, num_samples: int):
     restored = ckpt.restore(checkpoint_dir, mesh=run.placement.mesh)
     # The optimiser state's structure depends on schedule and clipping, and the batch order on
     # the data and batch size, so those must match for resume to equal an uninterrupted run.
-    keys = ("seed", "schedule", "clip_norm", "batch_size", "loss")
+    keys = ("seed", "schedule", "clip_norm", "batch_size", "loss", "adam_b2", "adam_eps")
     was = {
         **restored.model_config.to_dict(),
         **{k: getattr(restored.train_config, k) for k in keys},

@@ -241,7 +241,7 @@ def make_optimizer(config: TrainConfig, *, total_steps: int) -> optax.GradientTr
         learning_rate = optax.warmup_cosine_decay_schedule(
             0.0, config.learning_rate, warmup, max(total_steps, warmup + 1)
         )
-    adam = optax.adam(learning_rate)
+    adam = optax.adam(learning_rate, b2=config.adam_b2, eps=config.adam_eps)
     if config.clip_norm is None:
         return adam
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)

@@ -23,6 +23,8 @@ import pytest
 from mdn_jax import checkpoint, cli, media
 
 TINY = [
+    "--encoding",  # the reference settings, the default before the hash grid
+    "identity",
     "--batch-size",
     "32",
     "--hidden",

@@ -139,19 +139,24 @@ def test_every_activation_name_is_a_function_of_the_model():
 
 
 def test_reference_trunk_is_the_default_everywhere():
-    from mdn_jax import cli, config, reproduce_experiments
+    from mdn_jax import cli, config, image_defaults, reproduce_experiments
 
     assert config.REFERENCE_TRUNK == (100, 100, 100, 100, 100, 50)
     assert model.ModelConfig().hidden == config.REFERENCE_TRUNK
     assert reproduce_experiments.REFERENCE_TRUNK == config.REFERENCE_TRUNK
-    args = cli.build_parser().parse_args(["train", "x.png", "--out", "run"])
+    # On images the CLI defaults to the hash grid; identity and Fourier keep the reference.
+    args = image_defaults.resolve(
+        cli.build_parser().parse_args(["train", "x.png", "--out", "run", "--encoding", "identity"])
+    )
     assert args.hidden == config.REFERENCE_TRUNK
 
 
 def test_cli_defaults_and_choices_are_the_configs():
-    from mdn_jax import cli, config, runs
+    from mdn_jax import cli, config, image_defaults, runs
 
-    args = cli.build_parser().parse_args(["train", "x.png", "--out", "run"])
+    args = image_defaults.resolve(  # the reference settings: the encoding identity asks for
+        cli.build_parser().parse_args(["train", "x.png", "--out", "run", "--encoding", "identity"])
+    )
     defaults = train.TrainConfig()
     assert (args.epochs, args.batch_size, args.lr, args.schedule) == (
         defaults.epochs,

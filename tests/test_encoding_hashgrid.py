@@ -223,8 +223,8 @@ def test_resume_keeps_the_encoding(hashgrid_run):
     assert "resuming" in out
     _, params, config, _ = runs.load_run(root / "run")
     assert config.encoding == "hashgrid" and params["encoding"]["table"].shape == (4, 256, 2)
-    code, _, err = _main("train", root / "a.png", "--epochs", "14", *FLAGS[2:],
-                         "--out", root / "run", "--resume")  # fmt: skip
+    code, _, err = _main("train", root / "a.png", "--epochs", "14", "--encoding", "identity",
+                         *FLAGS[2:], "--out", root / "run", "--resume")  # fmt: skip
     assert code == 2 and "other settings" in err and "encoding" in err, err
 
 
@@ -232,7 +232,7 @@ def test_resume_keeps_the_encoding(hashgrid_run):
 def test_flags_parse_on_demo_and_train_with_unchanged_defaults(command):
     parser = cli.build_parser()
     rest = ["x.png", "--out", "run"] if command == "train" else []
-    args = parser.parse_args([command, *rest])
+    args = parser.parse_args([command, *rest, "--encoding", "identity"])  # no longer the default
     assert args.encoding == "identity" and args.fourier_features == 0
     assert (args.hashgrid_levels, args.hashgrid_features, args.hashgrid_log2_table) == (8, 4, 15)
     assert (args.hashgrid_min_res, args.hashgrid_max_res) == (16, 256)

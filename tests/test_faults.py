@@ -28,6 +28,8 @@ import pytest
 from mdn_jax import checkpoint, cli, media
 
 FLAGS = [
+    "--encoding",  # the reference settings, the default before the hash grid
+    "identity",
     "--epochs",
     "4",
     "--batch-size",

@@ -27,7 +27,17 @@ import pytest
 import mdn_jax
 from mdn_jax import checkpoint, cli, data, media, render, runlock, safe_outputs, signals, train
 
-TINY = ["--hidden", "16,16", "--components", "2", "--batch-size", "32", "--no-progress"]
+TINY = [
+    "--encoding",  # the reference settings, the default before the hash grid
+    "identity",
+    "--hidden",
+    "16,16",
+    "--components",
+    "2",
+    "--batch-size",
+    "32",
+    "--no-progress",
+]
 _NOISE = re.compile(r"^(WARNING:|[WIEF]\d{4} |An NVIDIA GPU may be present|.*absl::InitializeLog)")
 
 

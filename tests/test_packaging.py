@@ -19,7 +19,17 @@ from mdn_jax import _version, cli, cli_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-TINY = ["--batch-size", "32", "--hidden", "8,8", "--components", "2", "--no-progress"]
+TINY = [
+    "--encoding",  # the reference settings, the default before the hash grid
+    "identity",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8,8",
+    "--components",
+    "2",
+    "--no-progress",
+]
 
 
 def _main(*args):

@@ -154,6 +154,8 @@ def _cli_checks(folder: Path) -> dict:
         images.append(folder / f"{i}.png")
         iio.imwrite(images[-1], rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
     tiny = [
+        "--encoding",  # the reference settings, the default before the hash grid
+        "identity",
         "--hidden",
         "8,8",
         "--components",

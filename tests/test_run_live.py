@@ -15,7 +15,17 @@ import pytest
 
 from mdn_jax import checkpoint, cli, data, reconstruct, repeat, run_pictures, runs
 
-TINY = ["--batch-size", "32", "--hidden", "8,8", "--components", "2", "--no-progress"]
+TINY = [
+    "--encoding",  # the reference settings, the default before the hash grid
+    "identity",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8,8",
+    "--components",
+    "2",
+    "--no-progress",
+]
 DIAGNOSTICS = ("effective_components", "unused_components", "scales_at_floor")
 
 

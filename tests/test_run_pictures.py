@@ -163,7 +163,8 @@ def _main(*args):
 def test_cli_render_sample_coherent(tmp_path):
     path = tmp_path / "a.png"
     iio.imwrite(path, (data.demo_images(count=1, size=8)[0] * 255).astype(np.uint8))
-    flags = ["--batch-size", "32", "--hidden", "8,8", "--components", "2", "--no-progress"]
+    flags = ["--encoding", "identity", "--batch-size", "32", "--hidden", "8,8"]
+    flags += ["--components", "2", "--no-progress"]
     code, _, err = _main("train", path, "--epochs", "1", *flags, "--out", tmp_path / "run")
     assert code == 0, err
     out = tmp_path / "coherent.png"
