@@ -18,6 +18,9 @@ Image conventions (all documented in the README):
 - Positions are pixel centres in the unit square, `((row + 0.5) / H, (col + 0.5) / W)`, so a
   model can be rendered at any resolution on the same frame; `IMAGE_INPUT_OFFSET` and
   `IMAGE_INPUT_SCALE` map them to [-1, 1] inside the model (stored in its config).
+
+Reading image files (`load_images`, `load_image`, `DataError` and the size checks) lives in
+`mdn_jax.image_files`, which implements the conventions above; its names are re-exported here.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ The pieces, from the inside out:
   `step(state, x, y) -> (state, loss)` and `epoch(state, xs, ys, batch_indices) -> (state, losses)`.
 - `fit(xs, ys, ...)`: builds the model, shuffles on the host, calls `epoch` once per epoch,
   applies the non-finite policy, keeps one history record per epoch and runs callbacks after each.
+- `mdn_jax.train_checks` (`check_arrays`, `check_batch_size`) and `mdn_jax.evaluation`
+  (`evaluate_nll`): the data's boundary checks and held-out NLL, re-exported here.
 
 Several devices: `fit` trains data parallel (see `mdn_jax.parallel.Placement`): the batch axis is
 sharded, params and optimiser state are replicated, the scanned epoch is the same and XLA
