@@ -37,7 +37,7 @@ upscale against the real photo (bicubic itself: 25.1, 29.8, 34.0, 31.6, 25.0 dB)
 | `--schedule cosine --batch 8192` / `--batch 2048` | -8.93 / -9.38 | 3.73 / 3.53 | astronaut 28.4 / 28.2 | | 47 / 41 |
 | `--schedule cosine --lr 3e-2` | -7.54 | 4.39 | 25.5 29.6 28.5 33.2 31.5 | | 23 |
 | `--schedule cosine --mlp-lr 3e-3` | -9.73 | 3.39 | 29.2 32.5 31.8 35.8 32.3 | | 41 |
-"""
+"""  # noqa: E501 (a Markdown table's rows cannot wrap)
 
 from __future__ import annotations
 

@@ -80,7 +80,8 @@ def main(argv=None) -> int:
                 rows.append([structure, k, d, f"{rate:,.0f}"])
     print()
     print(
-        f"log_prob + gradient on {env['device']} (JAX {env['jax']}); batch {batch}; median of {repeats}"
+        f"log_prob + gradient on {env['device']} (JAX {env['jax']}); batch {batch}; "
+        f"median of {repeats}"
     )
     print()
     print(common.markdown_table(["structure", "K", "D", "evaluations/s"], rows))

@@ -16,9 +16,9 @@ column is its median wall time over the reference's. `hashgrid` is today's defau
 A seconds budget that stops runs early would cut the cosine schedules short: their rate decays
 over the epochs they were given.
 
-    python benchmarks/photo_fidelity.py                        # photos: reference, fourier, hashgrid
+    python benchmarks/photo_fidelity.py              # photos: reference, fourier, hashgrid
     python benchmarks/photo_fidelity.py --rounds 2 --contenders reference hashgrid hashgrid-100
-    python benchmarks/photo_fidelity.py --demo                  # the built-in demo instead
+    python benchmarks/photo_fidelity.py --demo       # the built-in demo instead
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ REFERENCE = (
 )
 HASHGRID = (
     "--encoding hashgrid --hidden 64,64 --batch-size 4096 --lr 1e-2 --schedule cosine "
-    "--init spread --adam-b2 0.99 --adam-eps 1e-15 --hashgrid-levels 8 --hashgrid-features 4 --hashgrid-log2-table 15 "
+    "--init spread --adam-b2 0.99 --adam-eps 1e-15 --hashgrid-levels 8 --hashgrid-features 4 "
+    "--hashgrid-log2-table 15 "
     "--hashgrid-min-res 16 --hashgrid-max-res 256"
 )
 # name -> flags; each with the epochs that keep it within the reference's wall time.

@@ -40,14 +40,24 @@ def peak_mb():
             return int(line.split()[1]) / 1024
 import jax
 from mdn_jax import data, model, render
-size, method, chunk, samples, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-config = model.ModelConfig(components=10, input_offset=data.IMAGE_INPUT_OFFSET, input_scale=data.IMAGE_INPUT_SCALE)
+size, method, chunk = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+samples, repeats = int(sys.argv[4]), int(sys.argv[5])
+config = model.ModelConfig(
+    components=10, input_offset=data.IMAGE_INPUT_OFFSET, input_scale=data.IMAGE_INPUT_SCALE
+)
 graphdef, params = model.init(config, key=jax.random.key(0))
-options = dict(height=size, width=size, method=method, pixels_per_chunk=chunk, key=jax.random.key(1), num_samples=samples)
-start = time.perf_counter(); render.render_values(graphdef, params, **options); first = time.perf_counter() - start
+options = dict(
+    height=size, width=size, method=method, pixels_per_chunk=chunk, key=jax.random.key(1),
+    num_samples=samples,
+)
+start = time.perf_counter()
+render.render_values(graphdef, params, **options)
+first = time.perf_counter() - start
 times = []
 for _ in range(repeats):
-    start = time.perf_counter(); render.render_values(graphdef, params, **options); times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    render.render_values(graphdef, params, **options)
+    times.append(time.perf_counter() - start)
 times.sort()
 print(json.dumps({"first_seconds": first, "seconds": times[len(times) // 2],
                   "peak_rss_mb": peak_mb()}))
@@ -171,7 +181,8 @@ def main(argv=None) -> int:
     if rows:  # none with --compare-only
         print()
         print(
-            f"Rendering on {env['device']} (JAX {env['jax']}); reference network, median of timed runs; "
+            f"Rendering on {env['device']} (JAX {env['jax']}); reference network, "
+            "median of timed runs; "
             f"default chunk: {render.DEFAULT_PIXELS_PER_CHUNK} pixels (tiles of {render.TILE})"
         )
         print()

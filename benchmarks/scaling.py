@@ -46,7 +46,8 @@ TARGET_SAMPLES = 40960  # per measurement: half an epoch of the reference data
 
 
 def contender(xs, ys, *, devices: int, dtype: str, batch_size: int, steps: int, seed: int = 0):
-    """A callable that trains `steps` batches on `devices` devices and blocks; and its compile time."""
+    """A callable that trains `steps` batches on `devices` devices and blocks; and its compile
+    time."""
     config = model.ModelConfig(
         hidden=REFERENCE_TRUNK,
         components=10,
@@ -154,13 +155,15 @@ def main(argv=None) -> int:
             )
     print()
     kind = (
-        f"{jax.device_count()} emulated CPU devices sharing {os.cpu_count()} cores: this measures the overhead "
+        f"{jax.device_count()} emulated CPU devices sharing {os.cpu_count()} cores: "
+        "this measures the overhead "
         "of sharding and the gradient all-reduce, not a speed-up from more hardware"
         if emulated
         else f"{jax.device_count()} {env['device']} devices"
     )
     print(
-        f"Training samples/s, scanned epoch, reference trunk, global batch split over the devices; {kind} "
+        "Training samples/s, scanned epoch, reference trunk, global batch split over the devices; "
+        f"{kind} "
         f"(JAX {env['jax']}, Flax {env['flax']}, Optax {env['optax']}); median of {args.repeats}"
     )
     print()

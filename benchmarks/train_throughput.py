@@ -147,7 +147,8 @@ def step_loop(trainer_and_state, batches, xs, ys, *, seed=0):
 
 
 def outside_contenders(xs, ys, *, hidden, batch_size, steps, wanted):
-    """The MDNs written without mdn_jax (contenders.py), warmed up: `(contenders, compile_seconds)`."""
+    """The MDNs written without mdn_jax (contenders.py), warmed up:
+    `(contenders, compile_seconds)`."""
     normalised = ((xs - np.asarray(data.IMAGE_INPUT_OFFSET)) / data.IMAGE_INPUT_SCALE).astype(
         np.float32
     )
@@ -308,7 +309,8 @@ def main(argv=None) -> int:
             )
     print()
     print(
-        f"Training samples/s on {env['device']} (JAX {env['jax']}, Flax {env['flax']}, Optax {env['optax']}); "
+        f"Training samples/s on {env['device']} "
+        f"(JAX {env['jax']}, Flax {env['flax']}, Optax {env['optax']}); "
         f"median of {repeats}; ratio = scan / contender (>1: scan is faster)"
     )
     print()

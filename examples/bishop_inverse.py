@@ -121,7 +121,8 @@ def make_data(
 
 
 def _inverse(y: np.ndarray, lo: float, hi: float, iterations: int = 56) -> np.ndarray:
-    """t in [lo, hi] with g(t) = y, for g monotone on [lo, hi] and y inside its range (bisection)."""
+    """t in [lo, hi] with g(t) = y, for g monotone on [lo, hi] and y inside its range
+    (bisection)."""
     increasing = g(hi) > g(lo)
     a = np.full_like(y, lo)
     b = np.full_like(y, hi)
@@ -134,7 +135,8 @@ def _inverse(y: np.ndarray, lo: float, hi: float, iterations: int = 56) -> np.nd
 
 
 def conditional_intervals(x) -> tuple[np.ndarray, np.ndarray]:
-    """S(x) = {t in (0,1): |x - g(t)| < NOISE} as three intervals `lo, hi` `[3, ...]` (lo == hi: empty).
+    """S(x) = {t in (0,1): |x - g(t)| < NOISE} as three intervals `lo, hi` `[3, ...]`
+    (lo == hi: empty).
 
     One interval per monotone branch of g: its preimage of [x - NOISE, x + NOISE].
     """
@@ -214,7 +216,8 @@ def verify_optimum(
       (should be ~1/grid_size: each interval end is off by at most half a grid step).
     - `grid_optimum` vs `optimum`: the held-out optimum from the grid measure.
     - `p_x_integral`: integral of p(x) = |S(x)| / 0.2 over x (should be 1).
-    - `p_t_given_x_integral_max_error`: max over 50 held-out x of |integral p(t|x) dt - 1| on the grid.
+    - `p_t_given_x_integral_max_error`: max over 50 held-out x of |integral p(t|x) dt - 1|
+      on the grid.
     - `all_samples_inside`: every fresh (t, x) draw has p(t | x) > 0.
     - `population_optimum`: E[log |S(X)|] by quadrature over x, and `mc_optimum` +- `mc_stderr`:
       the same from `mc_samples` fresh x with |S(x)| estimated by `mc_t` uniform t draws.
@@ -286,7 +289,8 @@ def train_and_evaluate(
     scale_floor: float = 1e-3,
     seed: int = 0,
 ) -> dict:
-    """Fit one joint MDN with `components` K to `train` = (x, t); held-out and train NLL, seconds."""
+    """Fit one joint MDN with `components` K to `train` = (x, t); held-out and train NLL,
+    seconds."""
     from mdn_jax.model import ModelConfig
     from mdn_jax.train import TrainConfig, evaluate_nll, fit
 
@@ -501,7 +505,8 @@ def format_results(results: dict) -> str:
     steps = s["epochs"] * -(-results["train_size"] // s["batch_size"])
     v = results["verification"]
     lines = [
-        "Bishop's inverse problem: model p(t | x), t ~ U(0,1), x = t + 0.3 sin(2 pi t) + U(-0.1, 0.1)",
+        "Bishop's inverse problem: model p(t | x), t ~ U(0,1), "
+        "x = t + 0.3 sin(2 pi t) + U(-0.1, 0.1)",
         f"train {results['train_size']} points (seed {results['seed']}), held-out "
         f"{results['test_size']} points (seed {results['test_seed']})",
         f"joint MDN, trunk {s['hidden']} {s['activation']}, scale_floor {s['scale_floor']:g}; "
@@ -513,7 +518,8 @@ def format_results(results: dict) -> str:
         lines += [
             "optimum check: root-finding vs 200k-point t grid: max |dS| "
             f"{v['grid_max_error']:.1e}, optimum {v['optimum']:.5f} vs {v['grid_optimum']:.5f}",
-            f"               integral p(x) dx = {v['p_x_integral']:.6f}; max |integral p(t|x) dt - 1| = "
+            f"               integral p(x) dx = {v['p_x_integral']:.6f}; "
+            "max |integral p(t|x) dt - 1| = "
             f"{v['p_t_given_x_integral_max_error']:.1e}; all fresh samples inside S(x): "
             f"{v['all_samples_inside']}",
             f"               population E[log|S(x)|] = {v['population_optimum']:.4f}, Monte Carlo "

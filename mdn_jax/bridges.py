@@ -159,7 +159,8 @@ def to_distrax(mixture: Mixture, *, temperature: float = 1.0, sigma_temperature:
 
 
 def to_numpyro(mixture: Mixture, *, temperature: float = 1.0, sigma_temperature: float = 1.0):
-    """The mixture as a `numpyro.distributions.Distribution`: batch shape `[...]`, event shape `[D]`.
+    """The mixture as a `numpyro.distributions.Distribution`: batch shape `[...]`, event
+    shape `[D]`.
 
     Temperatures as in `mdn_jax.sample`, applied to the parameters first (see `tempered`).
     Needs numpyro (`pip install "mdn_jax[numpyro]"`).

@@ -24,7 +24,8 @@ COVERAGE_LEVELS = (0.5, 0.9)
 
 
 def _expected_abs(offset: jax.Array, scale: jax.Array) -> jax.Array:
-    """E|X| for X ~ N(offset, scale^2): `offset erf(offset / (scale sqrt 2)) + 2 scale phi(offset / scale)`.
+    """E|X| for X ~ N(offset, scale^2):
+    `offset erf(offset / (scale sqrt 2)) + 2 scale phi(offset / scale)`.
 
     Written without squaring the scale, so that scales from 1e-30 to 1e30 neither underflow
     nor overflow in float32; as scale -> 0 it tends to |offset|.
@@ -35,7 +36,8 @@ def _expected_abs(offset: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 def crps(mixture: Mixture, y: jax.Array) -> jax.Array:
-    """The continuous ranked probability score of each dimension's marginal at `y` `[..., D]`, `[..., D]`.
+    """The continuous ranked probability score of each dimension's marginal at `y` `[..., D]`,
+    `[..., D]`.
 
     CRPS(F, y) = E|X - y| - E|X - X'| / 2 for X, X' drawn independently from F; lower is
     better, in the units of y. For a Gaussian mixture with weights w, means m and scales s it is,
@@ -58,7 +60,8 @@ def crps(mixture: Mixture, y: jax.Array) -> jax.Array:
 
 
 def pit(mixture: Mixture, y: jax.Array) -> jax.Array:
-    """The probability integral transform: each dimension's marginal cdf at `y` `[..., D]`, `[..., D]`.
+    """The probability integral transform: each dimension's marginal cdf at `y` `[..., D]`,
+    `[..., D]`.
 
     Uniform on (0, 1) over held-out data when the model is calibrated.
     """

@@ -34,19 +34,23 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 
+from mdn_jax import checkpoint_meta, step, train
 from mdn_jax import config as cfg
 from mdn_jax import model as mdl
-from mdn_jax import step, train
+from mdn_jax.checkpoint_meta import FORMAT as FORMAT
+from mdn_jax.checkpoint_meta import CheckpointError as CheckpointError
+from mdn_jax.checkpoint_meta import Meta as _Meta
+from mdn_jax.checkpoint_meta import check_layout as _check_layout
+from mdn_jax.checkpoint_meta import damaged as _damaged
+from mdn_jax.checkpoint_meta import layout as _layout
+from mdn_jax.checkpoint_meta import read_meta as _read_meta
 
-FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A missing, incomplete or inconsistent checkpoint; the message says what to do."""
+_first_line = checkpoint_meta.first_line  # used by mdn_jax.stacked_checkpoint
 
 
 class Restored(NamedTuple):
-    """A restored checkpoint; `state` goes straight back into `fit(state=..., start_epoch=epoch)`."""
+    """A restored checkpoint; `state` goes straight back into
+    `fit(state=..., start_epoch=epoch)`."""
 
     state: train.TrainState
     graphdef: Any
@@ -81,25 +85,14 @@ def _manager(directory: Path, **options) -> ocp.CheckpointManager:
     )
 
 
-def _layout(tree) -> dict[str, tuple]:
-    """`{"params/trunk/0/kernel/value": (shape, dtype), ...}` for arrays or Orbax array metadata."""
-
-    def name(key):
-        return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
-
-    return {
-        "/".join(map(name, path)): (tuple(leaf.shape), str(leaf.dtype))
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-    }
-
-
 def _epochs(directory: Path) -> list[int]:
     with _quiet():
         return sorted(ocp.path.step.checkpoint_steps(directory)) if directory.is_dir() else []
 
 
 def latest_epoch(directory) -> int | None:
-    """The newest complete checkpoint's epoch in `directory`, or None; temporary dirs are ignored."""
+    """The newest complete checkpoint's epoch in `directory`, or None; temporary dirs are
+    ignored."""
     epochs = _epochs(Path(directory).absolute())
     return epochs[-1] if epochs else None
 
@@ -133,7 +126,8 @@ def save(
     history: list[dict] | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write the checkpoint for `epoch` to `directory/<epoch>/`, keep the newest `keep`; return its path.
+    """Write the checkpoint for `epoch` to `directory/<epoch>/`, keep the newest `keep`; return
+    its path.
 
     Synchronous: the checkpoint is complete on disk when this returns. Epochs must increase
     within a directory: saving an epoch at or below the latest one raises CheckpointError.
@@ -163,7 +157,8 @@ def save(
         "history": list(history or []),
     }
     with _quiet(), _manager(directory, max_to_keep=keep, create=True) as manager:
-        # force: skip Orbax's save-interval policy (never silently drop a save); it does not overwrite.
+        # force: skip Orbax's save-interval policy (never silently drop a save); it does not
+        # overwrite.
         manager.save(
             epoch,
             force=True,
@@ -221,48 +216,6 @@ def restore(
     )
 
 
-class _Meta(NamedTuple):
-    model_config: mdl.ModelConfig
-    train_config: train.TrainConfig
-    num_samples: int
-    key_impl: str
-    history: list
-
-
-def _read_meta(manager: ocp.CheckpointManager, epoch: int, where: Path) -> _Meta:
-    """The `meta` item of `epoch`, checked; CheckpointError naming `where` if it is unusable."""
-    try:  # a hand-edited or foreign `meta` item: every way it can be wrong ends here
-        meta = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        if _entry(meta, "format") != FORMAT:
-            raise ValueError(
-                f"format {meta['format']!r}, but this mdn_jax reads format {FORMAT}; use the "
-                "mdn_jax version that wrote it"
-            )
-        result = _Meta(
-            mdl.ModelConfig.from_dict(_entry(meta, "model_config")),
-            train.TrainConfig.from_dict(_entry(meta, "train_config")),
-            _positive(_entry(meta, "num_samples")),
-            _entry(meta, "key_impl"),
-            _entry(meta, "history"),
-        )
-        if _entry(meta, "epoch") != epoch:
-            raise ValueError(
-                f"it says epoch {meta['epoch']!r} but sits in the folder of epoch {epoch}"
-            )
-        if not isinstance(result.history, list) or not all(
-            isinstance(record, dict) for record in result.history
-        ):
-            raise ValueError(
-                f"history must be a list of per-epoch records, got {str(result.history)[:40]}"
-            )
-        jax.random.key(0, impl=result.key_impl)  # an unknown key implementation fails here
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(
-            f"unreadable checkpoint metadata in {where}: {_first_line(error)}"
-        ) from None
-    return result
-
-
 def _target(meta: _Meta, mesh: jax.sharding.Mesh | None):
     """The graphdef, and the shapes, dtypes and placement of the arrays `fit` would train for
     `meta`'s configs: `jax.eval_shape` of the inits, so no initialiser runs or compiles."""
@@ -288,41 +241,3 @@ def _target(meta: _Meta, mesh: jax.sharding.Mesh | None):
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placement), state._asdict()
     )
     return graphdef, target
-
-
-def _check_layout(stored: dict, wanted: dict, where: Path, meta: _Meta) -> None:
-    if stored != wanted:
-        path = min(set(stored) ^ set(wanted) or {p for p in wanted if stored[p] != wanted[p]})
-        raise CheckpointError(
-            f"checkpoint {where} does not match its stored config (hidden="
-            f"{meta.model_config.hidden}, structure={meta.model_config.structure!r}, clip_norm="
-            f"{meta.train_config.clip_norm}): {path} is {stored.get(path, 'missing')} on disk but "
-            f"{wanted.get(path, 'absent')} in the model and optimiser the config builds"
-        )
-
-
-def _entry(meta, name: str):
-    if not isinstance(meta, dict) or name not in meta:
-        raise ValueError(f"it has no {name!r} entry")
-    return meta[name]
-
-
-def _positive(value) -> int:
-    if not cfg.is_positive(value, integer=True):
-        raise ValueError(f"expected a positive integer, got {value!r}")
-    return value
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = (
-        error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    )  # KeyError str() quotes
-    text = str(text).splitlines()[0] if str(text) else type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _damaged(where: Path, error: BaseException) -> str:
-    return (
-        f"checkpoint {where} is damaged: its arrays cannot be read ({_first_line(error, 120)}); move that "
-        "folder away to resume from the previous checkpoint, if there is one, or train again"
-    )

@@ -115,7 +115,8 @@ def _add_render(subcommands) -> None:
         choices=rd.METHODS,
         default="mode",
         help="mode: mean of the heaviest component (default); mean: mixture mean; "
-        "sample: random draws; component: component K's mean; uncertainty: predictive std heat map; "
+        "sample: random draws; component: component K's mean; "
+        "uncertainty: predictive std heat map; "
         "components: which component wins where",
     )
     render.add_argument(
@@ -127,25 +128,7 @@ def _add_render(subcommands) -> None:
     render.add_argument(
         "--size", type=size, default=None, help="output HxW (default: the training size)"
     )
-    render.add_argument(
-        "--temperature", type=non_negative_float, default=1.0, help="weight temperature for sample"
-    )
-    render.add_argument(
-        "--sigma-temperature",
-        type=non_negative_float,
-        default=1.0,
-        help="standard-deviation multiplier for sample",
-    )
-    render.add_argument(
-        "--samples", type=positive_int, default=1, help="number of samples, laid out in a grid"
-    )
-    render.add_argument("--seed", type=non_negative_int, default=0, help="random seed for sample")
-    render.add_argument(
-        "--coherent",
-        action="store_true",
-        help="with --method sample: one random draw per sample shared by all its pixels, so a "
-        "sample looks like an image, not per-pixel noise (each pixel's marginal is unchanged)",
-    )
+    _add_sample_flags(render)
     render.add_argument(
         "--chunk", type=positive_int, default=65536, help="pixels per compiled chunk"
     )
@@ -166,11 +149,35 @@ def _add_render(subcommands) -> None:
     render.set_defaults(handler=commands.run_render)
 
 
+def _add_sample_flags(render) -> None:
+    """The render flags of `--method sample`: temperatures, how many draws, their seed."""
+    render.add_argument(
+        "--temperature", type=non_negative_float, default=1.0, help="weight temperature for sample"
+    )
+    render.add_argument(
+        "--sigma-temperature",
+        type=non_negative_float,
+        default=1.0,
+        help="standard-deviation multiplier for sample",
+    )
+    render.add_argument(
+        "--samples", type=positive_int, default=1, help="number of samples, laid out in a grid"
+    )
+    render.add_argument("--seed", type=non_negative_int, default=0, help="random seed for sample")
+    render.add_argument(
+        "--coherent",
+        action="store_true",
+        help="with --method sample: one random draw per sample shared by all its pixels, so a "
+        "sample looks like an image, not per-pixel noise (each pixel's marginal is unchanged)",
+    )
+
+
 def _add_reproduce(subcommands) -> None:
     reproduce = subcommands.add_parser(
         "reproduce",
         help="run the reference experiments and write report.md (about 7 minutes on a 2-core CPU)",
-        description="Run the reference example's experiments (one image K=1; two images K=1 and K=10; all images "
+        description="Run the reference example's experiments "
+        "(one image K=1; two images K=1 and K=10; all images "
         "per_dim and joint K=10; three trunk sizes) and the improvements (Fourier features, the "
         "discretised loss, spread initial means) on the built-in images or yours, and write "
         "DIR/report.md. Running it again continues where it stopped.",

@@ -135,7 +135,8 @@ def _train_and_report(images, args, data_info) -> int:
         return 0
     out = Path(args.out)
     print(
-        f"NLL {values['nll_nats']:.3f} nats/pixel, {values['bits_per_channel']:.3f} bits/channel; component PSNR "
+        f"NLL {values['nll_nats']:.3f} nats/pixel, "
+        f"{values['bits_per_channel']:.3f} bits/channel; component PSNR "
         f"{', '.join(f'{v:.1f}' for v in values['component_psnr'])} dB; coverage PSNR "
         f"{', '.join(f'{v:.1f}' for v in values['coverage_psnr'])} dB; "
         f"{values['samples_per_second'] / 1e3:.0f}k samples/s on {values['devices']} "
@@ -229,7 +230,8 @@ def run_reproduce(args) -> int:
 
 
 def _training_size(run_dir: Path) -> tuple[int, int]:
-    """(height, width) from a run folder's config.json, which a person may have edited into anything."""
+    """(height, width) from a run folder's config.json, which a person may have edited into
+    anything."""
     from mdn_jax import checkpoint
 
     try:

@@ -35,7 +35,8 @@ def spread_means(ys, components: int, *, seed: int = 0) -> tuple[tuple[float, ..
 
 
 def normalisation_from_data(xs: Sequence) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-feature mean and standard deviation of `xs [N, in]` (std 1 where a feature is constant)."""
+    """Per-feature mean and standard deviation of `xs [N, in]` (std 1 where a feature is
+    constant)."""
     xs = np.asarray(xs, np.float64)
     std = xs.std(axis=0)  # over the samples, axis 0
     std = np.where(std > 0, std, 1.0)

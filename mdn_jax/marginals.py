@@ -39,7 +39,8 @@ def marginal_mixtures(mixture: Mixture) -> Marginals:
 
 
 def log_cdf(mixture: Mixture, y: jax.Array) -> jax.Array:
-    """Log of each dimension's marginal cdf at `y` `[..., D]`, `[..., D]`; accurate in the lower tail."""
+    """Log of each dimension's marginal cdf at `y` `[..., D]`, `[..., D]`; accurate in the
+    lower tail."""
     marginals = marginal_mixtures(mixture)
     z = (jnp.asarray(y)[..., None] - marginals.means) / marginals.scales  # [..., D, K]
     return jax.nn.logsumexp(marginals.log_weights + log_ndtr(z), axis=-1)  # over K

@@ -1,4 +1,5 @@
-"""Pictures: PNG files, image grids, the training-progress montage GIF, the loss curve and the calibration chart.
+"""Pictures: PNG files, image grids, the training-progress montage GIF, the loss curve and the
+calibration chart.
 
 Every file is written to a temporary name in the same folder and renamed into place, so a
 crash never leaves a half-written image behind; what a killed process leaves is a hidden
@@ -20,7 +21,8 @@ os.umask(_UMASK)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded; NaN, from a diverged model, as black)."""
+    """Float `[..., 3]` in [0, 1] to uint8 (clipped, rounded; NaN, from a diverged model, as
+    black)."""
     pixels = np.nan_to_num(np.asarray(image, np.float32), nan=0.0)
     return np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -94,7 +96,8 @@ def grid(
     pad: int = 2,
     background: float = 1.0,
 ) -> np.ndarray:
-    """Lay `[N, H, W, 3]` images out in a grid with `pad` pixels between them, `[rows*H', cols*W', 3]`."""
+    """Lay `[N, H, W, 3]` images out in a grid with `pad` pixels between them,
+    `[rows*H', cols*W', 3]`."""
     images = [np.asarray(image, np.float32) for image in images]
     if not images:
         raise ValueError("grid needs at least one image")
@@ -187,7 +190,8 @@ def line_chart(
 
 
 def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize `[H, W, 3]` (float in [0, 1] or uint8) down to `size = (height, width)`, float `[h, w, 3]`.
+    """Resize `[H, W, 3]` (float in [0, 1] or uint8) down to `size = (height, width)`,
+    float `[h, w, 3]`.
 
     Pillow's Lanczos filter averages every source pixel under its footprint, where taking
     every n-th pixel would alias fine detail and thin lines into noise.

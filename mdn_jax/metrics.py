@@ -97,7 +97,8 @@ def image_scores(graphdef, params, images: np.ndarray, *, pixels_per_chunk: int 
 
     Returns a dict with `nll_nats` (mean negative log-likelihood per pixel, all channels
     together), `bits_per_channel` (the discretised 8-bit likelihood, see
-    `mdn_jax.discretised`), `component_psnr` and `coverage_psnr` (lists, one value per image, in dB) and
+    `mdn_jax.discretised`), `component_psnr` and `coverage_psnr` (lists, one value per image,
+    in dB) and
     `best_component` (the component index behind each component PSNR).
     """
     n, height, width, channels = np.shape(images)

@@ -160,7 +160,8 @@ def select_component(mixture: Mixture, index: jax.Array) -> jax.Array:
 
 
 def most_probable_mean(mixture: Mixture) -> jax.Array:
-    """The reference example's point estimate: the mean of the most probable component, `[..., D]`."""
+    """The reference example's point estimate: the mean of the most probable component,
+    `[..., D]`."""
     return select_component(mixture, most_probable_component(mixture))
 
 

@@ -167,7 +167,8 @@ def process_share(num_samples: int) -> np.ndarray:
 
 
 def put_training_data(xs: np.ndarray, mesh: Mesh, *, max_rows: int) -> jax.Array:
-    """This process's share `xs [N_p, F]` onto its devices (see the module docstring for the layout)."""
+    """This process's share `xs [N_p, F]` onto its devices (see the module docstring for the
+    layout)."""
     if mesh.devices.shape[0] == 1:
         return jax.device_put(xs, replicated(mesh))
     padded = np.zeros((1, max_rows) + xs.shape[1:], xs.dtype)

@@ -3,7 +3,8 @@
 `train_on_images` passes them to `mdn_jax.train.fit` in this order, each a callable taking the
 epoch's `train.EpochReport`:
 
-- `StopOnSignal`: Ctrl-C or SIGTERM (read once per epoch, agreed by every process) stops after this epoch;
+- `StopOnSignal`: Ctrl-C or SIGTERM (read once per epoch, agreed by every process) stops after
+  this epoch;
 - `Diagnostics`: adds the collapse diagnostics of the mixture over the pixel grid to the record;
 - `ProgressText`: the progress bar's status line;
 - `HeldOut`: with `--holdout`, the held-out pixels' NLL as `held_out_nll` in the record;
@@ -38,7 +39,8 @@ from mdn_jax.signals import StopFlag as StopFlag  # SIGINT or SIGTERM
 
 @dataclasses.dataclass
 class StopOnSignal:
-    """Stops training after an epoch in which Ctrl-C or SIGTERM arrived; `now` says so to the others."""
+    """Stops training after an epoch in which Ctrl-C or SIGTERM arrived; `now` says so to the
+    others."""
 
     flag: StopFlag
     placement: parallel.Placement

@@ -47,7 +47,8 @@ def _montage(out: Path) -> None:
     if step > 1:
         height, width = pixels[0].shape[:2]
         warn(
-            f"montage.gif shrunk {step}x: its frames are {width}x{height} pixels and a GIF holds at "
+            f"montage.gif shrunk {step}x: its frames are {width}x{height} pixels "
+            "and a GIF holds at "
             f"most {media.GIF_MAX_SIDE} on a side; the full-size frames are in {out / 'frames'}"
         )
     media.save_gif(out / "montage.gif", pixels)

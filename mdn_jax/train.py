@@ -8,6 +8,8 @@ The pieces, from the inside out:
   `step(state, x, y) -> (state, loss)` and `epoch(state, xs, ys, batch_indices) -> (state, losses)`.
 - `fit(xs, ys, ...)`: builds the model, shuffles on the host, calls `epoch` once per epoch,
   applies the non-finite policy, keeps one history record per epoch and runs callbacks after each.
+- `mdn_jax.train_checks` (`check_arrays`, `check_batch_size`) and `mdn_jax.evaluation`
+  (`evaluate_nll`): the data's boundary checks and held-out NLL, re-exported here.
 
 Several devices: `fit` trains data parallel (see `mdn_jax.parallel.Placement`): the batch axis is
 sharded, params and optimiser state are replicated, the scanned epoch is the same and XLA
@@ -23,7 +25,6 @@ samples that wrap around are seen twice in that epoch.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from mdn_jax.config import LOSSES as LOSSES  # re-exported: TrainConfig lived he
 from mdn_jax.config import ON_NONFINITE as ON_NONFINITE
 from mdn_jax.config import SCHEDULES as SCHEDULES
 from mdn_jax.config import TrainConfig
+from mdn_jax.evaluation import evaluate_nll as evaluate_nll
 
 # The compiled half of training lives in mdn_jax.step; these names stay importable from here.
 from mdn_jax.step import (
@@ -51,6 +53,8 @@ from mdn_jax.step import (
     steps_per_epoch,
 )
 from mdn_jax.step import nll_loss as nll_loss
+from mdn_jax.train_checks import check_arrays as check_arrays
+from mdn_jax.train_checks import check_batch_size as check_batch_size
 
 
 class NonFiniteError(RuntimeError):
@@ -112,44 +116,6 @@ class FitResult:
         """The model's mixture for inputs `x [..., in]`."""
         params = parallel.local(self.params)  # one device: replicated copies would repeat work
         return _apply(self.graphdef, params, jnp.asarray(x))
-
-
-def check_arrays(xs, ys) -> tuple[np.ndarray, np.ndarray]:
-    """Validate training arrays at the boundary; return them as float32 numpy."""
-    xs = np.asarray(xs, dtype=np.float32)
-    ys = np.asarray(ys, dtype=np.float32)
-    if xs.ndim == 1:
-        xs = xs[:, None]
-    if ys.ndim == 1:
-        ys = ys[:, None]
-    if xs.ndim != 2 or ys.ndim != 2:
-        raise ValueError(
-            f"xs and ys must be 2-D arrays [N, features], got shapes {xs.shape} and {ys.shape}"
-        )
-    if xs.shape[0] != ys.shape[0]:
-        raise ValueError(
-            f"xs and ys must have the same number of rows, got {xs.shape[0]} and {ys.shape[0]}"
-        )
-    if xs.shape[0] == 0:
-        raise ValueError("no training data: xs and ys have 0 rows")
-    for name, array in (("xs", xs), ("ys", ys)):
-        bad = ~np.isfinite(array)
-        if bad.any():
-            row = int(np.argwhere(bad)[0][0])
-            raise ValueError(
-                f"{name} has {int(bad.sum())} NaN or infinite values (first in row {row}); "
-                "drop or fill those rows before training"
-            )
-    return xs, ys
-
-
-def check_batch_size(batch_size: int, num_samples: int, *, unit: str = "training samples") -> None:
-    """Refuse a batch larger than the data, naming the largest that fits."""
-    if batch_size > num_samples:
-        raise ValueError(
-            f"batch size {batch_size} is larger than the {num_samples} {unit}; "
-            f"use --batch-size {num_samples} or less"
-        )
 
 
 def _checked(xs, ys, model_config: mdl.ModelConfig | None):
@@ -302,20 +268,3 @@ def _run_callbacks(callbacks: Sequence[Callback], report: EpochReport) -> tuple[
             report = dataclasses.replace(report, record={**report.record, **answer})
         stop = stop or answer is True
     return report, stop
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _nll_sum(graphdef, params, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Summed negative log-likelihood of `x [B, in]`, `y [B, D]`, a scalar (jit's own cache)."""
-    return -jnp.sum(mx.log_prob(mdl.apply(graphdef, params, x), y))
-
-
-def evaluate_nll(graphdef, params, xs, ys, *, chunk_size: int = 16384) -> float:
-    """Mean negative log-likelihood in nats per sample over `xs [N, in]`, `ys [N, D]`, in chunks."""
-    params = parallel.local(params)  # one device's copy: replicated params would repeat the work
-    xs, ys = np.asarray(xs, np.float32), np.asarray(ys, np.float32)
-    total = 0.0
-    for start in range(0, xs.shape[0], chunk_size):
-        end = start + chunk_size
-        total += float(_nll_sum(graphdef, params, xs[start:end], ys[start:end]))
-    return total / xs.shape[0]

@@ -1,4 +1,5 @@
-"""Bishop's inverse problem (examples/bishop_inverse.py): the exact optimum and a short training run."""
+"""Bishop's inverse problem (examples/bishop_inverse.py): the exact optimum and a short
+training run."""
 
 import importlib.util
 import math

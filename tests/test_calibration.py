@@ -75,7 +75,8 @@ def test_crps_stable_for_tiny_and_huge_scales(structure, scale_range, spread, y_
 
 
 def test_crps_of_one_gaussian_is_the_closed_form():
-    """Gneiting & Raftery (2007): CRPS(N(m, s^2), y) = s [z(2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)]."""
+    """Gneiting & Raftery (2007):
+    CRPS(N(m, s^2), y) = s [z(2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)]."""
     y = np.array([-3.0, 0.0, 0.5, 40.0], np.float32)
     mixture = mdn.per_dim(jnp.zeros((4, 1)), jnp.full((4, 1), 0.5), jnp.full((4, 1), 2.0))
     z = (y.astype(np.float64) - 0.5) / 2.0

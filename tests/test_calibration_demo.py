@@ -1,4 +1,5 @@
-"""examples/calibration_demo.py: held-out positions are never trained on; a short run writes both files."""
+"""examples/calibration_demo.py: held-out positions are never trained on; a short run writes
+both files."""
 
 import importlib.util
 import json

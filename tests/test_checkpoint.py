@@ -1,4 +1,5 @@
-"""Checkpoints: exact round trip, resume equals an uninterrupted run, retention, atomicity, errors."""
+"""Checkpoints: exact round trip, resume equals an uninterrupted run, retention, atomicity,
+errors."""
 
 import logging
 
@@ -11,7 +12,8 @@ pytest.importorskip("orbax.checkpoint")
 from mdn_jax import checkpoint, model, train  # noqa: E402
 
 MODEL = model.ModelConfig(in_features=2, out_features=2, hidden=(8,), components=2)
-# A chain (clipping + Adam) and a schedule that depends on total_steps, so the rebuilt optimiser matters.
+# A chain (clipping + Adam) and a schedule that depends on total_steps, so the rebuilt optimiser
+# matters.
 TRAIN = train.TrainConfig(epochs=4, batch_size=50, schedule="warmup_cosine", clip_norm=1.0, seed=3)
 
 
@@ -37,7 +39,8 @@ def _assert_bitwise_equal(a, b):
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
-    """`fit` for 4 epochs, checkpointing every epoch and 'killed' (callback returns True) after 2."""
+    """`fit` for 4 epochs, checkpointing every epoch and 'killed' (callback returns True)
+    after 2."""
     directory = tmp_path_factory.mktemp("ckpt")
     xs, ys = _toy()
     history, saved = [], {}

@@ -1,4 +1,5 @@
-"""The `mdn-jax` command: one-line errors with exit code 2 and no output, a run folder end to end, resume.
+"""The `mdn-jax` command: one-line errors with exit code 2 and no output, a run folder end to
+end, resume.
 
 A few cases run the CLI in a real subprocess (`python -m mdn_jax.cli`); the rest call
 `mdn_jax.cli.main([...])` in-process (same parser, same handlers, same error handling), which
@@ -87,7 +88,8 @@ def _subprocesses(cwd, commands):
 
 
 def _main(*args):
-    """`cli.main` in-process: (exit code, stdout, stderr); argparse's SystemExit becomes the code."""
+    """`cli.main` in-process: (exit code, stdout, stderr); argparse's SystemExit becomes the
+    code."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -489,7 +491,8 @@ def test_resume_without_checkpoint_refused(tmp_path):
 
 
 def test_resume_equals_uninterrupted(trained, resumed):
-    """3 epochs, then --resume to 5 == 5 epochs straight: bit-identical params and optimiser state."""
+    """3 epochs, then --resume to 5 == 5 epochs straight: bit-identical params and optimiser
+    state."""
     root, _ = trained
     code, _, err = _main(
         "train", root / "a.png", root / "b.png", "--epochs", "5", *TINY, "--out", root / "straight"
@@ -527,7 +530,8 @@ def test_mixed_sizes_train_with_size_flag(tmp_path):
 
 
 def test_one_frame_montage_gif(tmp_path):
-    """`train --epochs 1` makes a one-frame montage: Pillow's writer needs a single duration then."""
+    """`train --epochs 1` makes a one-frame montage: Pillow's writer needs a single duration
+    then."""
     media.save_gif(tmp_path / "one.gif", [np.zeros((4, 4, 3))])
     assert iio.imread(tmp_path / "one.gif", index=0).shape[:2] == (4, 4)
 

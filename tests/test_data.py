@@ -1,4 +1,5 @@
-"""Image loading (every pixel format the README promises), folders, resizing, training pairs, demo images."""
+"""Image loading (every pixel format the README promises), folders, resizing, training pairs,
+demo images."""
 
 import io
 import struct

@@ -27,7 +27,8 @@ HEADS = {"joint": fastgrad.JointHead, "per_dim": fastgrad.PerDimHead, "full": fa
 
 
 def x64():
-    """A context with JAX's float64 enabled (`jax.enable_x64` in new JAX, `jax.experimental` before)."""
+    """A context with JAX's float64 enabled (`jax.enable_x64` in new JAX, `jax.experimental`
+    before)."""
     if hasattr(jax, "enable_x64"):
         return jax.enable_x64(True)
     from jax.experimental import enable_x64

@@ -1,9 +1,9 @@
 """Faults: a run killed outright (SIGKILL) at the worst moments loses nothing, runs are reproducible
 across processes, and run folders edited or mixed by hand are refused with one line.
 
-Every kill is deterministic: `mdn-jax` runs through a small wrapper (KILLER, written into a temporary
-folder) that patches one function of mdn_jax or Orbax to do part of its work and then SIGKILL its
-own process. Nothing in mdn_jax knows about these tests.
+Every kill is deterministic: `mdn-jax` runs through a small wrapper (KILLER, written into a
+temporary folder) that patches one function of mdn_jax or Orbax to do part of its work and then
+SIGKILL its own process. Nothing in mdn_jax knows about these tests.
 
 The child processes share a persistent JAX compilation cache (set in their environment only), so
 each program compiles once, in the first process that needs it. The determinism twin runs without
@@ -48,10 +48,14 @@ FLAGS = [
 KILLER = r'''
 """`python killer.py POINT ARGS...`: run `mdn-jax ARGS...` and SIGKILL this process at POINT:
 
-epoch:K              once the K-th epoch this process runs is dispatched: not yet read, reported or saved
-checkpoint-write:E   while Orbax writes epoch E's checkpoint: arrays on their way, metadata not written
-checkpoint-delete:E  after epoch E's checkpoint is in place, halfway through deleting the oldest one
-write:NAME           halfway through writing the file NAME (its temporary file cut to half its bytes)
+epoch:K              once the K-th epoch this process runs is dispatched: not yet read,
+                     reported or saved
+checkpoint-write:E   while Orbax writes epoch E's checkpoint: arrays on their way, metadata
+                     not written
+checkpoint-delete:E  after epoch E's checkpoint is in place, halfway through deleting the
+                     oldest one
+write:NAME           halfway through writing the file NAME (its temporary file cut to half
+                     its bytes)
 """
 import asyncio
 import os
@@ -287,7 +291,8 @@ KILLS = {
 
 def _check_killed(root, run, kill, epoch, leftover):
     """After a kill: the checkpoint the kill allows, its leftover, nothing partial under a final
-    name, and either a restorable, renderable checkpoint or one-line refusals to render or resume."""
+    name, and either a restorable, renderable checkpoint or one-line refusals to render or
+    resume."""
     assert checkpoint.latest_epoch(run / "checkpoint") == epoch, kill
     if leftover:  # proof that the kill hit where it says
         assert any(str(p.relative_to(run)).startswith(leftover) for p in run.rglob("*")), kill

@@ -503,7 +503,8 @@ DESIGNED_PER_DIM = [[2.0, 0.5, -0.5, -1.5], [-1.0, 1.5, 0.0, 0.3], [0.2, -0.4, 0
 
 
 def _component_counts(structure, params, draws):
-    """Each draw's component, read off its exact (sigma_temperature=0) location: counts [rows, K]."""
+    """Each draw's component, read off its exact (sigma_temperature=0) location:
+    counts [rows, K]."""
     _, means, _ = f64(params)
     if structure == "per_dim":  # means [D, K], draws [n, D]
         dist = np.abs(draws[:, :, None] - means[None])  # [n, D, K]

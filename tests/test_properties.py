@@ -115,7 +115,8 @@ def test_discretised_log_prob_is_finite_and_at_most_zero(case):
 
 
 def _x64():
-    """A context with JAX's float64 enabled (`jax.enable_x64` in new JAX, `jax.experimental` before)."""
+    """A context with JAX's float64 enabled (`jax.enable_x64` in new JAX, `jax.experimental`
+    before)."""
     if hasattr(jax, "enable_x64"):
         return jax.enable_x64(True)
     from jax.experimental import enable_x64  # JAX before enable_x64 moved

@@ -187,7 +187,9 @@ def test_2048_render_peak_memory_stays_well_under_2_gb(tmp_path):
         + """
 import jax, numpy as np
 from mdn_jax import model, render, data
-config = model.ModelConfig(components=10, input_offset=data.IMAGE_INPUT_OFFSET, input_scale=data.IMAGE_INPUT_SCALE)
+config = model.ModelConfig(
+    components=10, input_offset=data.IMAGE_INPUT_OFFSET, input_scale=data.IMAGE_INPUT_SCALE
+)
 graphdef, params = model.init(config, key=jax.random.key(0))
 image = render.render(graphdef, params, height=2048, width=2048, method="mode")
 assert image.shape == (2048, 2048, 3)

@@ -1,4 +1,5 @@
-"""`mdn-jax reproduce`: a tiny run end to end, continuing after a stop, the report's verdicts, bad input."""
+"""`mdn-jax reproduce`: a tiny run end to end, continuing after a stop, the report's verdicts,
+bad input."""
 
 import json
 

@@ -55,7 +55,8 @@ def test_ensemble_run_folder_has_member_and_ensemble_scores(tmp_path, images):
     assert config["ensemble"] == 3 and len(config["members"]) == 3
     lines = (run / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    # The ensemble's NLL over every pixel (as a single run's nll_nats), recomputed in float64 from the members' own log densities.
+    # The ensemble's NLL over every pixel (as a single run's nll_nats), recomputed in float64 from
+    # the members' own log densities.
     fit = ensemble_runs.load_ensemble_run(run)
     assert fit.size == 3
     xs, ys = dt.image_pairs(np.stack([iio.imread(p) for p in images]).astype(np.float32) / 255)

@@ -28,7 +28,8 @@ class FullMixture(NamedTuple):
 
 
 def full(logits, means, scale_tril) -> FullMixture:
-    """A full-covariance mixture: logits `[..., K]`, means `[..., K, D]`, scale_tril `[..., K, D, D]`.
+    """A full-covariance mixture: logits `[..., K]`, means `[..., K, D]`,
+    scale_tril `[..., K, D, D]`.
 
     Only the lower triangle of `scale_tril` is used; its diagonal must be positive.
     """
@@ -89,7 +90,8 @@ def coherent_draw(mixture: FullMixture, uniform, normal, *, temperature, sigma_t
 
 
 def marginals(mixture: FullMixture):
-    """Dimension d of component k is N(mu_kd, Sigma_kdd): scale = sqrt of the covariance diagonal."""
+    """Dimension d of component k is N(mu_kd, Sigma_kdd): scale = sqrt of the covariance
+    diagonal."""
     return shared.marginals(mixture, jnp.sqrt(component_variances(mixture)))
 
 

@@ -24,7 +24,8 @@ def normal_log_prob(y, mean, scale):
 
 
 def forward_substitution(tril: jax.Array, b: jax.Array) -> jax.Array:
-    """Solve `tril @ x = b` for lower-triangular `tril [..., D, D]`, `b [..., D]`; returns `[..., D]`.
+    """Solve `tril @ x = b` for lower-triangular `tril [..., D, D]`, `b [..., D]`;
+    returns `[..., D]`.
 
     For D <= 8: D small steps, each vectorised over every batch axis. On CPU, batched
     `triangular_solve` makes one LAPACK call per matrix, which for 4096 x 100 tiny matrices

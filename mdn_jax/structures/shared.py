@@ -105,7 +105,8 @@ def component_means(mixture) -> jax.Array:
 
 
 def log_prob(mixture, y, component_log_probs) -> jax.Array:
-    """`[...]` for `y [..., D]`, given the structure's `component_log_probs(mixture, y) [..., K]`."""
+    """`[...]` for `y [..., D]`, given the structure's
+    `component_log_probs(mixture, y) [..., K]`."""
     joint_lp = jax.nn.log_softmax(mixture.logits, axis=-1) + component_log_probs(mixture, y)
     return jax.nn.logsumexp(joint_lp, axis=-1)  # over K
 
@@ -136,7 +137,8 @@ def entropy_of_weights(mixture) -> jax.Array:
 
 
 def marginals(mixture, scales) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per-dimension 1-D mixtures `[..., D, K]` from each component's marginal scales `[..., K, D]`."""
+    """Per-dimension 1-D mixtures `[..., D, K]` from each component's marginal scales
+    `[..., K, D]`."""
     means = jnp.swapaxes(mixture.means, -1, -2)
     log_w = jax.nn.log_softmax(mixture.logits, axis=-1)[..., None, :]  # same for every d
     return jnp.broadcast_to(log_w, means.shape), means, jnp.swapaxes(scales, -1, -2)
