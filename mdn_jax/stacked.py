@@ -2,18 +2,18 @@
 
 Every leaf of the state has a leading model axis `[M]`; one jitted epoch maps
 `mdn_jax.step.train_epoch` (the same guarded `lax.scan` a single model runs) over that axis, so
-the members' steps run as one program: `jax.vmap` (batched) on accelerators, `lax.map` (one member
-after another) on CPU, where that is faster (`members_in_turn`). Each epoch's shuffles are drawn
-on the host while the previous epoch runs. Each member has its own initialisation seed and shuffle (its
-`TrainConfig.seed`, split exactly as `mdn_jax.train.fit` splits it), its own learning rate and
-scale floor, and its own widths at the same depth (see `mdn_jax.stacked_members` for padding and
-masking). Member m of a stacked fit equals `train.fit` with member m's configs, up to float
+the members' steps run as one program: `jax.vmap` (batched) on accelerators, `lax.map` (one
+member after another) on CPU, where that is faster (`members_in_turn`). Each epoch's shuffles
+are drawn on the host while the previous epoch runs. Each member has its own initialisation
+seed and shuffle (its `TrainConfig.seed`, split exactly as `mdn_jax.train.fit` splits it), its
+own learning rate and scale floor, and its own widths at the same depth (see
+`mdn_jax.stacked_members` for padding and masking). Member m of a stacked fit equals `train.fit` with member m's configs, up to float
 rounding (tests/test_stacked.py).
 
 Non-finite steps: the guard works per member (each member's `where` reads only its own loss and
-gradient), so one member's bad step is not applied while the others' are. The host
-policy then follows `on_nonfinite`: 'stop' raises NonFiniteError naming the member, 'skip' counts
-each member's skipped steps in the record (`skipped_steps`, one count per member).
+gradient), so one member's bad step is not applied while the others' are. The host policy then
+follows `on_nonfinite`: 'stop' raises NonFiniteError naming the member, 'skip' counts each
+member's skipped steps in the record (`skipped_steps`, one count per member).
 
 Several devices: data parallel as `fit` (`mdn_jax.parallel.Placement`): the model axis is
 replicated (every device holds every member's params and optimiser state), each member's batch
