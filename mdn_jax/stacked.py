@@ -7,8 +7,8 @@ member after another) on CPU, where that is faster (`members_in_turn`). Each epo
 are drawn on the host while the previous epoch runs. Each member has its own initialisation
 seed and shuffle (its `TrainConfig.seed`, split exactly as `mdn_jax.train.fit` splits it), its
 own learning rate and scale floor, and its own widths at the same depth (see
-`mdn_jax.stacked_members` for padding and masking). Member m of a stacked fit equals `train.fit` with member m's configs, up to float
-rounding (tests/test_stacked.py).
+`mdn_jax.stacked_members` for padding and masking). Member m of a stacked fit equals `train.fit`
+with member m's configs, up to float rounding (tests/test_stacked.py).
 
 Non-finite steps: the guard works per member (each member's `where` reads only its own loss and
 gradient), so one member's bad step is not applied while the others' are. The host policy then
