@@ -4,12 +4,13 @@ The reference workload (81,920 (row, column) -> RGB pairs from the five built-in
 images, joint K=10, the reference trunk, Adam at 1e-3), M members differing only by seed:
 
   stacked     `mdn_jax.stacked.fit_stacked` with M members: every epoch one compiled call for
-              all of them (a vmapped lax.scan)
+              all of them (on CPU the members' scans run in turn inside it, `lax.map`; on an
+              accelerator they are vmapped: `stacked.members_in_turn`)
   sequential  `mdn_jax.train.fit` called M times, one member after another (what a user
               without stacking writes)
 
 Both go through the public fit functions, so the figures include each epoch's host work
-(shuffle, loss read-back). Each fit runs `--epochs` epochs; the first compiles and is reported
+(shuffle, loss read-back; `fit_stacked` draws the next epoch's shuffles while an epoch runs). Each fit runs `--epochs` epochs; the first compiles and is reported
 on its own (`compile_seconds`: the first epoch's time minus a timed one, summed over the fits),
 the rest are timed. Aggregate samples/s = M x samples per epoch / seconds per epoch (for
 sequential, the sum of the M fits' epoch times). Contenders alternate (stacked, sequential,

@@ -1,17 +1,19 @@
 """Many models in one compiled call: `fit_stacked` trains M members side by side.
 
-Every leaf of the state has a leading model axis `[M]`; one jitted epoch is `jax.vmap` over that
-axis of `mdn_jax.step.train_epoch` (the same guarded `lax.scan` a single model runs), so the
-members' steps run as one program. Each member has its own initialisation seed and shuffle (its
-`TrainConfig.seed`, split exactly as `mdn_jax.train.fit` splits it), its own learning rate and
-scale floor, and its own widths at the same depth (see `mdn_jax.stacked_members` for padding and
-masking). Member m of a stacked fit equals `train.fit` with member m's configs, up to float
-rounding (tests/test_stacked.py).
+Every leaf of the state has a leading model axis `[M]`; one jitted epoch maps
+`mdn_jax.step.train_epoch` (the same guarded `lax.scan` a single model runs) over that axis, so
+the members' steps run as one program: `jax.vmap` (batched) on accelerators, `lax.map` (one
+member after another) on CPU, where that is faster (`members_in_turn`). Each epoch's shuffles
+are drawn on the host while the previous epoch runs. Each member has its own initialisation
+seed and shuffle (its `TrainConfig.seed`, split exactly as `mdn_jax.train.fit` splits it), its
+own learning rate and scale floor, and its own widths at the same depth (see
+`mdn_jax.stacked_members` for padding and masking). Member m of a stacked fit equals `train.fit`
+with member m's configs, up to float rounding (tests/test_stacked.py).
 
-Non-finite steps: the guard works per member (vmapped, each member's `where` reads only its own
-loss and gradient), so one member's bad step is not applied while the others' are. The host
-policy then follows `on_nonfinite`: 'stop' raises NonFiniteError naming the member, 'skip' counts
-each member's skipped steps in the record (`skipped_steps`, one count per member).
+Non-finite steps: the guard works per member (each member's `where` reads only its own loss and
+gradient), so one member's bad step is not applied while the others' are. The host policy then
+follows `on_nonfinite`: 'stop' raises NonFiniteError naming the member, 'skip' counts each
+member's skipped steps in the record (`skipped_steps`, one count per member).
 
 Several devices: data parallel as `fit` (`mdn_jax.parallel.Placement`): the model axis is
 replicated (every device holds every member's params and optimiser state), each member's batch
@@ -39,20 +41,42 @@ from mdn_jax import stacked_members as sm
 from mdn_jax import train as tr
 from mdn_jax.config import TrainConfig
 
+# Per backend: on CPU the members run one after another inside the one compiled epoch (`lax.map`
+# over the model axis); elsewhere they run side by side (`vmap`), which batches their matmuls.
+# Measured on the 2-core CPU (reference trunk, joint K=10, process CPU time per epoch against M
+# separate `Trainer.epoch` calls, same shuffles): at batch 4096 vmap ran 0.89-0.92x for M=4-8
+# (XLA's CPU batched dot_general is slower than M plain dots), lax.map 1.02-1.03x; at batch 200
+# both were 1.00-1.04x. A GPU is the other way round: batching M members fills the device.
+IN_TURN_BACKENDS = ("cpu",)
 
-def stacked_epoch(graphdef, base, loss, placement, wide, states, settings, xs, ys, batch_indices):
-    """One epoch of every member: `vmap` of `step.train_epoch` over the leading `[M]` of
-    `states`, `settings` (`sm.Settings`) and `batch_indices [M, num_batches, B]`; `xs [N, in]`,
-    `ys [N, D]` are shared. Returns `(states, losses [M, num_batches])`."""
 
-    def one(state, member, indices):
-        def member_loss(mixture, y):
-            return loss(sm.shift_floor(mixture, member.floor_shift, config=wide), y)
+def members_in_turn(backend: str | None = None) -> bool:
+    """Whether the stacked epoch runs its members one after another (`lax.map`) rather than
+    batched (`vmap`) on `backend` (default: JAX's default backend); see `IN_TURN_BACKENDS`."""
+    return (backend or jax.default_backend()) in IN_TURN_BACKENDS
 
-        optimizer = sm.member_optimizer(base, member)
+
+def stacked_epoch(
+    graphdef, base, loss, placement, wide, shared, in_turn, states, settings, xs, ys, batch_indices
+):
+    """One epoch of every member: `step.train_epoch` over the leading `[M]` of `states`,
+    `settings` (`sm.Settings`) and `batch_indices [M, num_batches, B]`, as `lax.map` (`in_turn`)
+    or `vmap`; `xs [N, in]`, `ys [N, D]` are shared. `shared` (`sm.Shared`, static) leaves out
+    what all members share. Returns `(states, losses [M, num_batches])`."""
+
+    def one(args):
+        state, member, indices = args
+        member_loss = loss
+        if not shared.floor:
+
+            def member_loss(mixture, y):
+                return loss(sm.shift_floor(mixture, member.floor_shift, config=wide), y)
+
+        optimizer = sm.member_optimizer(base, member, shared=shared)
         return step.train_epoch(graphdef, optimizer, member_loss, placement, state, xs, ys, indices)
 
-    return jax.vmap(one)(states, settings, batch_indices)
+    members = (states, settings, batch_indices)
+    return jax.lax.map(one, members) if in_turn else jax.vmap(one)(members)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -148,20 +172,35 @@ def _members(xs, ys, model_configs, train_configs, normalise_inputs, placement):
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(graphdef, base_config: TrainConfig, total_steps: int, loss, placement, wide):
+def _compiled(
+    graphdef, base_config: TrainConfig, total_steps: int, loss, placement, wide, shared, in_turn
+):
     """The `_Epochs` of these settings, kept, so that fitting the same stack again in this
     process (a resume, a sweep of seeds) reuses the compiled epoch."""
     base = step.make_optimizer(base_config, total_steps=total_steps)
-    return _Epochs(graphdef, base, loss, placement, wide)
+    return _Epochs(graphdef, base, loss, placement, wide, shared, in_turn)
+
+
+def _epochs_for(graphdef, first: TrainConfig, num_samples: int, loss, placement, wide, shared):
+    """The compiled epochs for members whose first train config is `first`."""
+    total_steps = first.epochs * step.steps_per_epoch(num_samples, first.batch_size)
+    base_config = sm.base_train_config(first, shared=shared)
+    mesh = placement.mesh
+    platform = parallel.describe_platform() if mesh is None else mesh.devices.flat[0].platform
+    loss = loss or step.loss_named(first.loss)
+    in_turn = members_in_turn(platform)
+    return _compiled(graphdef, base_config, total_steps, loss, placement, wide, shared, in_turn)
 
 
 class _Epochs:
     """The jitted stacked epoch for one padded model and shared optimiser, on a placement."""
 
-    def __init__(self, graphdef, base, loss, placement: parallel.Placement, wide):
+    def __init__(self, graphdef, base, loss, placement: parallel.Placement, wide, shared, in_turn):
         self.base = base
         self.placement = placement
-        bound = functools.partial(stacked_epoch, graphdef, base, loss, placement, wide)
+        bound = functools.partial(
+            stacked_epoch, graphdef, base, loss, placement, wide, shared, in_turn
+        )
         self.run = jax.jit(bound, donate_argnums=0)
 
     def batch_indices(self, batches: np.ndarray):
@@ -208,36 +247,30 @@ def fit_stacked(
     )
     tr.check_batch_size(first.batch_size, xs.shape[0])
     wide = sm.wide_config(model_configs)
+    shared = sm.shared(model_configs, train_configs, wide)
     graphdef, _ = sm.shapes_of(wide)
-    batches_per_epoch = step.steps_per_epoch(xs.shape[0], first.batch_size)
-    base_config, total_steps = sm.base_train_config(first), first.epochs * batches_per_epoch
-    loss = loss or step.loss_named(first.loss)
-    epochs = _compiled(graphdef, base_config, total_steps, loss, placement, wide)
-    base = epochs.base
-    fresh, settings = sm.initial(model_configs, train_configs, wide, base)
+    epochs = _epochs_for(graphdef, first, xs.shape[0], loss, placement, wide, shared)
+    fresh, settings = sm.initial(model_configs, train_configs, wide, epochs.base, shared=shared)
     state = placement.put_state(fresh if state is None else state)
     settings = placement.put_state(settings)
     xs_device, ys_device = (placement.put_data(a, max_rows=xs.shape[0]) for a in (xs, ys))
     history: list[dict] = []
+    start = time.perf_counter()
+    shuffles = sm.Shuffles(state.key, xs.shape[0], first.batch_size)
     for epoch in range(start_epoch + 1, first.epochs + 1):
-        start = time.perf_counter()
-        keys = jax.vmap(jax.random.split)(state.key)  # [M, 2]: as fit splits each member's
-        batches = np.stack(
-            [step.shuffled_batches(key, xs.shape[0], first.batch_size) for key in keys[:, 1]]
-        )
+        keys, batches = shuffles.take()
         state, losses = epochs.run(
-            state._replace(key=keys[:, 0]),
-            settings,
-            xs_device,
-            ys_device,
-            epochs.batch_indices(batches),
+            state._replace(key=keys), settings, xs_device, ys_device, epochs.batch_indices(batches)
         )
+        if epoch < first.epochs:
+            shuffles.draw()  # while the epoch runs
         losses = np.asarray(losses)  # [M, num_batches]; waits for the epoch to finish
         record = stacked_record(epoch, losses, time.perf_counter() - start, first, targets=ys)
         report, stop = tr._run_callbacks(callbacks, tr.EpochReport(record, state, graphdef, wide))
         history.append(dict(report.record))
         if stop:
             break
+        start = time.perf_counter()
     return StackedFit(graphdef, state, history, model_configs, train_configs, wide)
 
 

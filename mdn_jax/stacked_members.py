@@ -13,7 +13,9 @@ padding never moves. `unpad` slices a member back to its own shapes.
 
 Per-member values that do not change shapes travel as arrays with a leading `[M]` axis
 (`Settings`), so one compiled epoch serves every member: a per-member dropout rate, say, is one
-more field there.
+more field there. What every member shares is found on the host (`Shared`) and left out of the
+compiled epoch: without padding there is no mask, with one floor no floor shift, with one rate
+it is built into the shared optimiser, so a stack of one member runs exactly `fit`'s program.
 """
 
 from __future__ import annotations
@@ -47,6 +49,32 @@ class Settings(NamedTuple):
     floor_shift: jax.Array
     learning_rate: jax.Array
     mask: jax.Array
+
+
+class Shared(NamedTuple):
+    """What all members share, found on the host (`shared`); static in the compiled epoch.
+
+    widths: every member has the padded widths (no padding, so no gradient mask). floor: every
+    member has the padded model's scale floor (no floor shift). learning_rate: the common peak
+    rate, built into the shared optimiser (no traced per-member rate), or None if rates differ.
+    """
+
+    widths: bool = False
+    floor: bool = False
+    learning_rate: float | None = None
+
+
+NOTHING_SHARED = Shared()  # the general case: mask, floor shift and traced rate all applied
+
+
+def shared(model_configs, train_configs, wide: mdl.ModelConfig) -> Shared:
+    """The `Shared` of these members (padded to `wide`)."""
+    rates = {float(c.learning_rate) for c in train_configs}
+    return Shared(
+        widths=all(tuple(c.hidden) == tuple(wide.hidden) for c in model_configs),
+        floor=all(c.scale_floor == wide.scale_floor for c in model_configs),
+        learning_rate=rates.pop() if len(rates) == 1 else None,
+    )
 
 
 def check_members(
@@ -130,10 +158,11 @@ def unpad_flat(opt_state, wide_params, own_params, *, flat_size: int) -> Any:
 
 
 def member_optimizer(
-    base: optax.GradientTransformation, settings: Settings
+    base: optax.GradientTransformation, settings: Settings, *, shared: Shared = NOTHING_SHARED
 ) -> optax.GradientTransformation:
     """The member's optimiser: padding's gradients masked out, `base` (built with learning rate
-    1; every schedule is linear in its peak rate), then the member's rate."""
+    1; every schedule is linear in its peak rate), then the member's rate. What `shared` says
+    all members share is an identity instead (same optimiser state: each link's is empty)."""
 
     def masked(updates, params):
         # Raveled, so the mask `[P]` fits the flat params `mdn_jax.step` optimises today and
@@ -142,15 +171,19 @@ def member_optimizer(
         return unravel(flat * settings.mask)
 
     return optax.chain(
-        optax.stateless(masked),
+        optax.identity() if shared.widths else optax.stateless(masked),
         base,
-        optax.scale(settings.learning_rate),
+        optax.identity()
+        if shared.learning_rate is not None
+        else optax.scale(settings.learning_rate),
     )
 
 
-def base_train_config(train_config: TrainConfig) -> TrainConfig:
-    """The shared optimiser's config: the member's own with peak rate 1."""
-    return dataclasses.replace(train_config, learning_rate=1.0)
+def base_train_config(train_config: TrainConfig, *, shared: Shared = NOTHING_SHARED) -> TrainConfig:
+    """The shared optimiser's config: the member's own with peak rate 1, or with the common
+    rate when all members share one (`shared.learning_rate`)."""
+    rate = 1.0 if shared.learning_rate is None else shared.learning_rate
+    return dataclasses.replace(train_config, learning_rate=rate)
 
 
 def shift_floor(mixture, shift: jax.Array, *, config: mdl.ModelConfig):
@@ -177,7 +210,9 @@ def _stack(trees):
     return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
 
 
-def initial(model_configs, train_configs, wide, base) -> tuple[Any, Settings]:
+def initial(
+    model_configs, train_configs, wide, base, *, shared: Shared = NOTHING_SHARED
+) -> tuple[Any, Settings]:
     """The stacked fresh `step.TrainState` (each member initialised from its own seed exactly as
     `train.fit` does, then padded) and the members' `Settings`, as host arrays."""
     from mdn_jax import step  # step imports mixture code this module does not need at import
@@ -193,9 +228,49 @@ def initial(model_configs, train_configs, wide, base) -> tuple[Any, Settings]:
             np.float32(train_config.learning_rate),
             np.asarray(ravel_pytree(mask)[0], np.float32),
         )
-        optimizer = member_optimizer(base, member)
+        optimizer = member_optimizer(base, member, shared=shared)
         states.append(step.init_state(padded, optimizer, key=shuffle_key)._replace(key=None))
         settings.append(member)
         keys.append(np.asarray(jax.random.key_data(shuffle_key)))
     state = _stack(states)._replace(key=jax.random.wrap_key_data(np.stack(keys)))
     return state, Settings(*(np.stack(values) for values in zip(*settings)))
+
+
+# Each member's epoch keys, as `fit` splits its key: `(state keys [M], shuffle key bits [M, k])`.
+_split_keys = jax.jit(
+    lambda keys: (lambda pairs: (pairs[:, 0], jax.random.key_data(pairs[:, 1])))(
+        jax.vmap(jax.random.split)(keys)
+    )
+)
+
+
+def member_batches(bits: np.ndarray, num_samples: int, batch_size: int) -> np.ndarray:
+    """`[M, ceil(N / B), B]` every member's shuffle from its shuffle key's bits `[M, k]`: the
+    same draw as `mdn_jax.step.shuffled_batches` of that key (the key bits fetched once)."""
+    num_batches = -(-num_samples // batch_size)  # step.steps_per_epoch, without importing step
+    out = np.empty((bits.shape[0], num_batches * batch_size), np.int32)
+    for row, seed in zip(out, bits.astype(np.uint32).reshape(bits.shape[0], -1)):
+        row[:] = np.resize(np.random.default_rng(seed).permutation(num_samples), row.shape)
+    return out.reshape(bits.shape[0], num_batches, batch_size)
+
+
+class Shuffles:
+    """Each epoch's member keys and shuffles, one epoch ahead: the next epoch's keys are split
+    before this epoch is dispatched (on CPU a dispatch waits for the running epoch), and its
+    shuffles are drawn on the host while this epoch runs (`draw`)."""
+
+    def __init__(self, key: jax.Array, num_samples: int, batch_size: int):
+        self.shape = (num_samples, batch_size)
+        self.keys, bits = _split_keys(key)
+        self.batches = member_batches(np.asarray(bits), *self.shape)
+        self.next = None
+
+    def take(self) -> tuple[jax.Array, np.ndarray]:
+        """This epoch's `(state keys [M], batches)`; splits the next epoch's keys."""
+        keys, batches = self.keys, self.batches
+        self.keys, self.next = _split_keys(keys)
+        return keys, batches
+
+    def draw(self) -> None:
+        """The next epoch's shuffles (host work, to overlap the running epoch)."""
+        self.batches = member_batches(np.asarray(self.next), *self.shape)
