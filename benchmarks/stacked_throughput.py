@@ -11,8 +11,9 @@ images, joint K=10, the reference trunk, Adam at 1e-3), M members differing only
 
 Both go through the public fit functions, so the figures include each epoch's host work
 (shuffle, loss read-back; `fit_stacked` draws the next epoch's shuffles while an epoch runs).
-Each fit runs `--epochs` epochs; the first compiles and is reported on its own (`compile_seconds`: the first epoch's time minus a timed one, summed over the fits),
-the rest are timed. Aggregate samples/s = M x samples per epoch / seconds per epoch (for
+Each fit runs `--epochs` epochs; the first compiles and is reported on its own
+(`compile_seconds`: the first epoch's time minus a timed one, summed over the fits), the rest
+are timed. Aggregate samples/s = M x samples per epoch / seconds per epoch (for
 sequential, the sum of the M fits' epoch times). Contenders alternate (stacked, sequential,
 stacked, ...) so drift hits both alike; figures are medians over the timed epochs of all
 repeats. Prints JSON lines, then a markdown table with the ratio stacked / sequential (> 1:
