@@ -154,7 +154,8 @@ def _add_model_shape_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_optimiser_flags(parser: argparse.ArgumentParser, *, epochs: int) -> None:
-    """Optimisation: epochs, batch, learning rate and schedule, loss, non-finite policy, clipping."""
+    """Optimisation: epochs, batch, learning rate and schedule, loss, non-finite policy,
+    clipping."""
     grid = image_defaults.hashgrid_epochs(epochs)
     both = f"{epochs} with identity or Fourier, {grid} with the hash grid"
     parser.add_argument(

@@ -90,8 +90,9 @@ SPREAD_HEAD_SCALE = 0.1
 
 
 def spread_init(images: np.ndarray, components: int) -> dict[str, Any]:
-    """Model-config options that start K component means on colours spread over `images [N, H, W, 3]`
-    (`model.spread_means`) and the head's weights at `SPREAD_HEAD_SCALE` of their usual size."""
+    """Model-config options that start K component means on colours spread over
+    `images [N, H, W, 3]` (`model.spread_means`) and the head's weights at
+    `SPREAD_HEAD_SCALE` of their usual size."""
     colours = np.asarray(images, np.float32).reshape(-1, np.shape(images)[-1])
     return dict(mean_init=mdl.spread_means(colours, components), head_init_scale=SPREAD_HEAD_SCALE)
 
