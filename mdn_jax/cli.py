@@ -1,8 +1,8 @@
 """The `mdn-jax` command: the parser, the subcommands and the one-line error handling.
 
-Three modules: this one (the subcommands' parsers and `main`), `mdn_jax.cli_flags` (argument
-types and the training flags, with choices and defaults from `mdn_jax.config`) and
-`mdn_jax.cli_commands` (what each subcommand does: parse arguments into configs, call the
+Four modules: this one (the subcommands' parsers and `main`), `mdn_jax.cli_types` (argument
+types), `mdn_jax.cli_flags` (the training flags, with choices and defaults from `mdn_jax.config`)
+and `mdn_jax.cli_commands` (what each subcommand does: parse arguments into configs, call the
 library).
 
 Every user error (bad path, bad image, nonsense flag) ends with one line on stderr,

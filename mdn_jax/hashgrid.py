@@ -136,7 +136,8 @@ def validate(config: HashGridConfig) -> None:
         raise ValueError(f"hash grid init_scale must be a number >= 0, got {scale!r}")
     if not isinstance(config.dense_coarse_levels, bool):
         raise ValueError(
-            f"hash grid dense_coarse_levels must be True or False, got {config.dense_coarse_levels!r}"
+            "hash grid dense_coarse_levels must be True or False, got "
+            f"{config.dense_coarse_levels!r}"
         )
 
 

@@ -2,7 +2,8 @@
 experiment and what it would take to reach 30 dB, written from the experiments' metrics.
 
 `results` everywhere is `{experiment name: the metrics dict of its run folder}`
-(`mdn_jax.runs.finish`); experiments are `mdn_jax.reproduce_experiments.Experiment`s.
+(`mdn_jax.runs.finish`); experiments are `mdn_jax.reproduce_experiments.Experiment`s. The
+findings and the 30 dB section are written by `mdn_jax.reproduce_findings`.
 """
 
 from __future__ import annotations
@@ -13,109 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mdn_jax.reproduce_findings import findings, psnrs, thirty_db
+
 if TYPE_CHECKING:
     from mdn_jax.reproduce_experiments import Experiment
-
-
-def psnrs(values: Sequence[float]) -> str:
-    return " / ".join(f"{v:.1f}" for v in values)
-
-
-def _verdict(ok: bool | None) -> str:
-    return {True: "**yes**", False: "**no**", None: "not run"}[ok]
-
-
-def findings(results: dict[str, dict]) -> list[str]:
-    """The comparisons the reference example makes, each with its numbers and whether they hold."""
-    lines = []
-    r = results
-
-    def mean(values):
-        return float(np.mean(values))
-
-    if "two_images_k1" in r and "two_images_k10" in r:
-        a, b = r["two_images_k1"], r["two_images_k10"]
-        ok = (
-            b["nll_nats"] < a["nll_nats"]
-            and mean(b["coverage_psnr"]) > mean(a["coverage_psnr"])
-            and b["bits_per_channel"] < a["bits_per_channel"]
-        )
-        lines.append(
-            f"- K=1 on two images is clearly worse than K=10 on the same two: NLL {a['nll_nats']:.3f} vs "
-            f"{b['nll_nats']:.3f} nats/pixel, {a['bits_per_channel']:.3f} vs {b['bits_per_channel']:.3f} "
-            f"bits/channel, coverage PSNR {psnrs(a['coverage_psnr'])} vs {psnrs(b['coverage_psnr'])} dB. "
-            f"{_verdict(ok)}"
-        )
-    else:
-        lines.append(f"- K=1 vs K=10 on two images: {_verdict(None)}")
-    if "per_dim_k10" in r and "joint_k10" in r:
-        a, b = r["per_dim_k10"], r["joint_k10"]
-        lines.append(
-            f"- joint beats per_dim on bits per channel on all images: {b['bits_per_channel']:.3f} vs "
-            f"{a['bits_per_channel']:.3f}. {_verdict(b['bits_per_channel'] < a['bits_per_channel'])}"
-        )
-    else:
-        lines.append(f"- joint vs per_dim: {_verdict(None)}")
-    if "fourier" in r and "joint_k10" in r:
-        a, b = r["joint_k10"], r["fourier"]
-        lines.append(
-            f"- Fourier features improve bits per channel at the same epoch budget: {b['bits_per_channel']:.3f} "
-            f"vs {a['bits_per_channel']:.3f} (coverage PSNR {psnrs(b['coverage_psnr'])} vs "
-            f"{psnrs(a['coverage_psnr'])} dB). {_verdict(b['bits_per_channel'] < a['bits_per_channel'])}"
-        )
-    else:
-        lines.append(f"- Fourier features vs the baseline: {_verdict(None)}")
-    many = {n: m for n, m in r.items() if not n.startswith(("one_", "two_"))}
-    if many:
-        best = min(many, key=lambda n: many[n]["bits_per_channel"])
-        worst = min(many[best]["coverage_psnr"])
-        lines.append(
-            f"- the best configuration on all images (lowest bits per channel: `{best}`, "
-            f"{many[best]['bits_per_channel']:.3f}) reaches a coverage PSNR of at least 25 dB on every image: "
-            f"{psnrs(many[best]['coverage_psnr'])} dB. {_verdict(worst >= 25.0)}"
-        )
-    return lines
-
-
-def _thirty_db(results: dict[str, dict], epochs: int) -> str:
-    many = {n: m for n, m in results.items() if not n.startswith(("one_", "two_"))}
-    if not many:
-        return "No experiment on all images ran."
-    reached = sorted(n for n, m in many.items() if min(m["coverage_psnr"]) >= 30.0)
-    lowest = {n: min(m["coverage_psnr"]) for n, m in many.items()}
-    text = (
-        "Lowest per-image coverage PSNR of each run: "
-        + ", ".join(f"`{n}` {v:.1f} dB" for n, v in sorted(lowest.items(), key=lambda kv: -kv[1]))
-        + ". "
-    )
-    if reached:
-        text += f"At {epochs} epochs, {', '.join(f'`{n}`' for n in reached)} reach 30 dB on every image. "
-    else:
-        text += f"At {epochs} epochs no run reaches 30 dB on every image. "
-    missed = {n: m for n, m in many.items() if n not in reached}
-    if missed:
-        text += (
-            "The runs that miss it: "
-            + "; ".join(
-                f"`{n}` on image {int(np.argmin(m['coverage_psnr'])) + 1} ({min(m['coverage_psnr']):.1f} dB), "
-                f"{(m.get('history') or [{}])[-1].get('unused_components', '?')} unused components at the end"
-                for n, m in sorted(missed.items())
-            )
-            + ". "
-        )
-    text += (
-        "A run misses 30 dB when an image's colours at some pixels have no component near them: the "
-        "closest component PSNR of that image drops while the others stay high, and unused components "
-        "are the sign that the mixture had capacity it did not place there. The levers this report "
-        "tries are the rows above: means that start spread over the colours (`spread_init`), Fourier "
-        "features so the trunk can draw edges (`fourier`) and wider trunks (the `trunk_*` rows, which "
-        "cost more per epoch); compare each with `joint_k10`. Beyond those, train longer "
-        "(`--epochs N`, or `--full` for the reference's 300 epochs). Component PSNR (does one component hold a whole image?) "
-        "stays far below coverage PSNR in every run: the likelihood lets components split the colours "
-        "of a position between them rather than give each image a component of its own, because "
-        "nothing in the loss asks for the latter."
-    )
-    return text
 
 
 def summary_line(experiment: Experiment, metrics: dict) -> str:
@@ -193,8 +95,8 @@ def _paragraph(experiment: Experiment, metrics: dict, results: dict[str, dict]) 
     if "effective_components" in last:
         parts.append(
             f"At the end {last['effective_components']:.1f} effective components, "
-            f"{last['unused_components']} of {experiment.model['components']} never the most probable, "
-            f"{100 * last['scales_at_floor']:.0f}% of scales at the floor."
+            f"{last['unused_components']} of {experiment.model['components']} never the most "
+            f"probable, {100 * last['scales_at_floor']:.0f}% of scales at the floor."
         )
     other = results.get(experiment.baseline) if experiment.baseline else None
     if other is not None:
@@ -216,10 +118,10 @@ DIFFERENCES = (
     "The reference (TensorFlow 1) used ReLU on means and standard deviations with a 1e-10 floor, "
     "multiplied probabilities in linear space with a `log(p + 1)` loss, and one softmax across all "
     "channels' weights. Here every experiment computes the likelihood in log space (log_softmax, "
-    "logsumexp), keeps standard deviations positive with softplus plus a floor of 0.01, leaves means "
-    "unbounded, and per_dim has one softmax per channel. The run folders under `runs/` hold every "
-    "checkpoint, frame and metric behind this table; `mdn-jax render runs/<name> ...` renders any "
-    "of them at any size."
+    "logsumexp), keeps standard deviations positive with softplus plus a floor of 0.01, leaves "
+    "means unbounded, and per_dim has one softmax per channel. The run folders under `runs/` hold "
+    "every checkpoint, frame and metric behind this table; `mdn-jax render runs/<name> ...` "
+    "renders any of them at any size."
 )
 
 
@@ -244,18 +146,19 @@ def report(
         "# mdn_jax reproduce report",
         "",
         f"Written by `{command}` on {datetime.date.today().isoformat()}: {n} images ({source}) of "
-        f"{height}x{width} pixels, {epochs} epochs per experiment, batch 200, Adam 1e-3, seed 0, ReLU trunk, "
-        f"scale floor 0.01. Device `{first.get('device')}`; "
+        f"{height}x{width} pixels, {epochs} epochs per experiment, batch 200, Adam 1e-3, seed 0, "
+        f"ReLU trunk, scale floor 0.01. Device `{first.get('device')}`; "
         + ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items())
         + ". "
         + timing,
         "",
-        "Scores: NLL is the continuous negative log-likelihood in nats per pixel (all three channels); "
-        "bits/channel is the discretised 8-bit likelihood, the honest score for image data; coverage PSNR "
-        "(per image) is the PSNR of the closest component mean at each pixel; component PSNR (per image) "
-        "the best PSNR of any single component. Seconds are training time summed over epochs (the first "
-        "includes compilation); samples/s is the median epoch's. Each row is one training run with seed 0: "
-        "this report does not measure how much rows move with the seed, so read small differences with care.",
+        "Scores: NLL is the continuous negative log-likelihood in nats per pixel (all three "
+        "channels); bits/channel is the discretised 8-bit likelihood, the honest score for image "
+        "data; coverage PSNR (per image) is the PSNR of the closest component mean at each pixel; "
+        "component PSNR (per image) the best PSNR of any single component. Seconds are training "
+        "time summed over epochs (the first includes compilation); samples/s is the median "
+        "epoch's. Each row is one training run with seed 0: this report does not measure how much "
+        "rows move with the seed, so read small differences with care.",
         "",
         "## What it shows",
         "",
@@ -274,7 +177,7 @@ def report(
     lines += [
         "## What it would take to reach 30 dB",
         "",
-        _thirty_db(plain, epochs),
+        thirty_db(plain, epochs),
         "",
         "## Where mdn_jax differs from the reference code",
         "",

@@ -32,7 +32,7 @@ import numpy as np
 from mdn_jax import checkpoint as ckpt
 from mdn_jax import config as cfg
 from mdn_jax import data as dt
-from mdn_jax import diskspace, media, parallel, runlock, stacked_checkpoint
+from mdn_jax import diskspace, parallel, run_resume, runlock
 from mdn_jax import holdout as hd
 from mdn_jax import model as mdl
 from mdn_jax import run_callbacks as rc
@@ -90,8 +90,9 @@ SPREAD_HEAD_SCALE = 0.1
 
 
 def spread_init(images: np.ndarray, components: int) -> dict[str, Any]:
-    """Model-config options that start K component means on colours spread over `images [N, H, W, 3]`
-    (`model.spread_means`) and the head's weights at `SPREAD_HEAD_SCALE` of their usual size."""
+    """Model-config options that start K component means on colours spread over
+    `images [N, H, W, 3]` (`model.spread_means`) and the head's weights at
+    `SPREAD_HEAD_SCALE` of their usual size."""
     colours = np.asarray(images, np.float32).reshape(-1, np.shape(images)[-1])
     return dict(mean_init=mdl.spread_means(colours, components), head_init_scale=SPREAD_HEAD_SCALE)
 
@@ -116,16 +117,16 @@ def train_on_images(
     run's own after each epoch (see `mdn_jax.train.fit`)."""
     out = Path(out)
     images = np.asarray(images, np.float32)
-    xs, ys = dt.image_pairs(images)
-    xs, ys, held_out = hd.split_pairs(xs, ys, fraction=options.holdout, seed=train_config.seed)
-    tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
+    xs, ys, held_out = _training_pairs(images, options=options, train_config=train_config)
     placement = parallel.Placement.build(devices, batch_size=train_config.batch_size)
     main = parallel.is_main_process()
     log = log if main else _silent
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a run folder; pass a folder path as --out")
     run = _Run(out, images, model_config, train_config, options, placement, main, log, held_out)
-    start_epoch, state, history = _resume_point(run, resume=resume, num_samples=xs.shape[0])
+    start_epoch, state, history = run_resume.resume_point(
+        run, resume=resume, num_samples=xs.shape[0]
+    )
     log(run.description())
     num_samples = xs.shape[0]
     if placement.processes > 1:  # this process trains on its own share of the pixels
@@ -150,20 +151,16 @@ def train_on_images(
         )
     if not main:
         return None
-    params = parallel.local(result.state.params)
-    return finish(
-        out,
-        images,
-        result.graphdef,
-        params,
-        model_config,
-        history,
-        options,
-        seconds=time.perf_counter() - run_seconds,
-        interrupted=interrupted,
-        devices=placement.devices,
-        held_out=held_out,
-    )
+    return run.outputs(result, history, started=run_seconds, interrupted=interrupted)
+
+
+def _training_pairs(images: np.ndarray, *, options: RunOptions, train_config: tr.TrainConfig):
+    """`(xs [P, 2], ys [P, 3], held_out)` of `images [N, H, W, 3]`: the training pixels, and the
+    (xs, ys) of --holdout's pixels or None; the batch size must fit the training pixels."""
+    xs, ys = dt.image_pairs(images)
+    xs, ys, held_out = hd.split_pairs(xs, ys, fraction=options.holdout, seed=train_config.seed)
+    tr.check_batch_size(train_config.batch_size, xs.shape[0], unit="training pixels")
+    return xs, ys, held_out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +198,24 @@ class _Run:
             "processes": self.placement.processes,
             "versions": versions(),
         }
+
+    def outputs(self, result, history, *, started: float, interrupted: bool) -> dict[str, Any]:
+        """The run folder's final files (`run_folder.finish`) from the trained `result`, trained
+        since `time.perf_counter()` read `started`; the metrics dict."""
+        params = parallel.local(result.state.params)
+        return finish(
+            self.out,
+            self.images,
+            result.graphdef,
+            params,
+            self.model_config,
+            history,
+            self.options,
+            seconds=time.perf_counter() - started,
+            interrupted=interrupted,
+            devices=self.placement.devices,
+            held_out=self.held_out,
+        )
 
     def train(self, xs, ys, state, start_epoch, history, *, num_samples, callbacks):
         """`(FitResult, the run's history)` after training with the run's callbacks, then
@@ -248,71 +263,10 @@ class _Run:
                     start_epoch=start_epoch,
                 )
             except tr.NonFiniteError as error:
-                raise tr.NonFiniteError(f"{error}; {_where_to_resume(self.out)}") from None
+                raise tr.NonFiniteError(
+                    f"{error}; {run_resume.where_to_resume(self.out)}"
+                ) from None
         return result, history.records
-
-
-def _resume_point(run: _Run, *, resume: bool, num_samples: int):
-    """`(start_epoch, state or None, history)` of the run: a fresh start, or the state of its
-    latest checkpoint when resuming with the same settings and images."""
-    out, model_config, train_config = run.out, run.model_config, run.train_config
-    checkpoint_dir = out / "checkpoint"
-    latest = ckpt.latest_epoch(checkpoint_dir)
-    if not resume and latest is not None:
-        raise ckpt.CheckpointError(
-            f"{out} already holds a trained run (checkpoint at epoch {latest}); "
-            "pass --resume to continue it or choose a new --out folder"
-        )
-    if not resume:
-        return 0, None, []
-    if latest is None:
-        raise ckpt.CheckpointError(f"no checkpoint in {checkpoint_dir}; start without --resume")
-    stacked_checkpoint.refuse_single_resume(out, checkpoint_dir)
-    restored = ckpt.restore(checkpoint_dir, mesh=run.placement.mesh)
-    # The optimiser state's structure depends on schedule and clipping, and the batch order on
-    # the data and batch size, so those must match for resume to equal an uninterrupted run.
-    keys = ("seed", "schedule", "clip_norm", "batch_size", "loss", "adam_b2", "adam_eps")
-    was = {
-        **restored.model_config.to_dict(),
-        **{k: getattr(restored.train_config, k) for k in keys},
-        "training pixels": restored.num_samples,
-    }
-    now = {
-        **model_config.to_dict(),
-        **{k: getattr(train_config, k) for k in keys},
-        "training pixels": num_samples,
-    }
-    changed = [f"{k} {was[k]!r} (now {now[k]!r})" for k in was if was[k] != now.get(k)]
-    if changed:
-        raise ckpt.CheckpointError(
-            f"{out} was trained with other settings: {', '.join(changed)}; resume with the same "
-            "images and flags or start a new --out folder"
-        )
-    if restored.train_config.learning_rate != train_config.learning_rate:
-        run.log(_changed_rate(restored.train_config.learning_rate, train_config.learning_rate))
-    if run.main:  # frames of epochs after this checkpoint belong to a run that was dropped
-        media.remove_frames_after(out / "frames", restored.epoch)
-    run.log(f"resuming {out} from epoch {restored.epoch}")
-    return restored.epoch, restored.state, list(restored.history)
-
-
-def _changed_rate(was: float, now: float) -> str:
-    """Resuming with another learning rate is allowed (a lower one after a non-finite stop is
-    the usual fix), but never silently."""
-    return (
-        f"--lr {now:g} replaces the {was:g} of the checkpoint: the run continues with the new "
-        "rate, so it no longer equals an uninterrupted run"
-    )
-
-
-def _where_to_resume(out: Path) -> str:
-    kept = ckpt.latest_epoch(out / "checkpoint")
-    if kept is not None:
-        return (
-            f"the checkpoint of epoch {kept} is kept: continue with --resume and one of those "
-            "changes"
-        )
-    return "no checkpoint was written yet: start again with one of those changes"
 
 
 def _silent(message: str) -> None:
