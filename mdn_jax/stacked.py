@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,12 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mdn_jax import guards, parallel, step
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
+from mdn_jax import parallel, stacked_loop, step
 from mdn_jax import stacked_members as sm
 from mdn_jax import train as tr
 from mdn_jax.config import TrainConfig
+from mdn_jax.stacked_loop import stacked_record as stacked_record
 
 # Per backend: on CPU the members run one after another inside the one compiled epoch (`lax.map`
 # over the model axis); elsewhere they run side by side (`vmap`), which batches their matmuls.
@@ -254,51 +254,17 @@ def fit_stacked(
     state = placement.put_state(fresh if state is None else state)
     settings = placement.put_state(settings)
     xs_device, ys_device = (placement.put_data(a, max_rows=xs.shape[0]) for a in (xs, ys))
-    history: list[dict] = []
-    start = time.perf_counter()
-    shuffles = sm.Shuffles(state.key, xs.shape[0], first.batch_size)
-    for epoch in range(start_epoch + 1, first.epochs + 1):
-        keys, batches = shuffles.take()
-        state, losses = epochs.run(
-            state._replace(key=keys), settings, xs_device, ys_device, epochs.batch_indices(batches)
-        )
-        if epoch < first.epochs:
-            shuffles.draw()  # while the epoch runs
-        losses = np.asarray(losses)  # [M, num_batches]; waits for the epoch to finish
-        record = stacked_record(epoch, losses, time.perf_counter() - start, first, targets=ys)
-        report, stop = tr._run_callbacks(callbacks, tr.EpochReport(record, state, graphdef, wide))
-        history.append(dict(report.record))
-        if stop:
-            break
-        start = time.perf_counter()
+    state, history = stacked_loop.epoch_loop(
+        epochs,
+        state,
+        settings,
+        xs_device,
+        ys_device,
+        ys,
+        first,
+        start_epoch,
+        callbacks,
+        graphdef,
+        wide,
+    )
     return StackedFit(graphdef, state, history, model_configs, train_configs, wide)
-
-
-def stacked_record(
-    epoch: int, losses: np.ndarray, seconds: float, config: TrainConfig, *, targets: np.ndarray
-) -> dict:
-    """The history record of a stacked epoch from its step losses `[M, num_batches]` (NaN for a
-    skipped step); raises NonFiniteError naming the first member with a skipped step, unless
-    told to skip."""
-    finite = np.isfinite(losses)
-    skipped = (~finite).sum(axis=1)  # [M]
-    if skipped.any() and config.on_nonfinite == "stop":
-        member = int(np.flatnonzero(skipped)[0])
-        first_step = int(np.flatnonzero(~finite[member])[0])
-        raise tr.NonFiniteError(
-            f"non-finite loss or gradient in member {member}, epoch {epoch}, at step "
-            f"{first_step + 1} of {losses.shape[1]}; " + guards.nonfinite_fix(targets)
-        )
-    member_losses = [
-        float(np.mean(row[ok])) if ok.any() else float("nan") for row, ok in zip(losses, finite)
-    ]
-    record = {
-        "epoch": epoch,
-        "loss": float(np.mean(member_losses)),
-        "member_losses": member_losses,
-        "seconds": seconds,
-        "samples_per_second": losses.size * config.batch_size / seconds,
-    }
-    if skipped.any():
-        record["skipped_steps"] = [int(s) for s in skipped]
-    return record

@@ -18,7 +18,7 @@ MODULE_LINES = 310  # "about 300"
 FUNCTION_LINES = 65  # "about 60"
 # Over the limits while other work edits them; take an entry out once its file is split.
 PENDING_MODULES: set[str] = set()
-PENDING_FUNCTIONS = {"stacked.py:fit_stacked"}
+PENDING_FUNCTIONS: set[str] = set()
 
 # (old module, new module, names that moved)
 MOVED = [
