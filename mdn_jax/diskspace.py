@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import shutil
+import time
 from pathlib import Path
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -76,13 +77,22 @@ def free_space(folder: str | Path) -> str:
     raise AssertionError("unreachable")
 
 
-def _clear_leftovers(out: Path) -> None:
+def _clear_leftovers(out: Path, *, settle: float = 0.2, limit: float = 5.0) -> None:
+    """Remove the run's temporaries until two checks `settle` seconds apart find none (at most
+    `limit` seconds): when the error reaches us, Orbax's writer threads may still be finishing
+    the failed save's other arrays and recreate its temporary folder after a first cleanup."""
     from mdn_jax import checkpoint as ckpt
     from mdn_jax import media
 
-    for folder in (out, out / "frames"):
-        media.remove_temporaries(folder)
-    ckpt.remove_unfinished(out / "checkpoint")
+    deadline = time.monotonic() + limit
+    quiet_checks = 0
+    while quiet_checks < 2 and time.monotonic() < deadline:
+        found = ckpt.remove_unfinished(out / "checkpoint")
+        for folder in (out, out / "frames"):
+            found += media.remove_temporaries(folder)
+        quiet_checks = 0 if found else quiet_checks + 1
+        if quiet_checks < 2:
+            time.sleep(settle)
 
 
 def explain(out: str | Path, error: BaseException) -> DiskFullError:
