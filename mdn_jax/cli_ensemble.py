@@ -1,7 +1,7 @@
 """`mdn-jax train/demo --ensemble M` and per-member comma lists: arguments into member configs.
 
-Per-member flags: `--lr`, `--seed`, `--scale-floor` (comma-separated values) and `--hidden`
-(trunks separated by '/', e.g. `100,100/200,200`). A list's length sets M, or must equal
+Per-member flags: `--lr`, `--seed`, `--scale-floor`, `--dropout` (comma-separated values) and
+`--hidden` (trunks separated by '/', e.g. `100,100/200,200`). A list's length sets M, or must equal
 `--ensemble`; a single value applies to every member, except `--seed`, whose single value s
 gives members the seeds s, s + 1, ..., so an ensemble differs by seed. Without `--ensemble` and
 without lists, training is the single-model run it always was.
@@ -14,7 +14,13 @@ import copy
 from pathlib import Path
 
 # The per-member flags: argparse destination -> the flag as a user writes it.
-PER_MEMBER = {"lr": "--lr", "seed": "--seed", "scale_floor": "--scale-floor", "hidden": "--hidden"}
+PER_MEMBER = {
+    "lr": "--lr",
+    "seed": "--seed",
+    "scale_floor": "--scale-floor",
+    "dropout": "--dropout",
+    "hidden": "--hidden",
+}
 
 
 def _values(args, name: str):

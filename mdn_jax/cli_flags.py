@@ -171,10 +171,10 @@ def _add_model_detail_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dropout",
-        type=rate,
+        type=listed(rate),
         default=MODEL.dropout,
         help="dropout rate on the trunk's hidden layers, in training only (default "
-        f"{MODEL.dropout:g}: none)",
+        f"{MODEL.dropout:g}: none); one per member with --ensemble",
     )
     parser.add_argument(
         "--dtype",

@@ -27,6 +27,7 @@ _FLAGS = {
     ("model", "hashgrid_min_res"): "--hashgrid-min-res",
     ("model", "hashgrid_max_res"): "--hashgrid-max-res",
     ("model", "dtype"): "--dtype",
+    ("model", "dropout"): "--dropout",
     ("train", "epochs"): "--epochs",
     ("train", "batch_size"): "--batch-size",
     ("train", "learning_rate"): "--lr",
@@ -90,6 +91,7 @@ def _member_flags(members) -> list[str]:
             "--lr": [m["train"]["learning_rate"] for m in members],
             "--seed": [m["train"]["seed"] for m in members],
             "--scale-floor": [m["model"]["scale_floor"] for m in members],
+            "--dropout": [m["model"].get("dropout", 0.0) for m in members],
         }
         trunks = "/".join(",".join(map(str, m["model"]["hidden"])) for m in members)
     except (KeyError, TypeError):

@@ -73,7 +73,10 @@ def stacked_epoch(
                 return loss(sm.shift_floor(mixture, member.floor_shift, config=wide), y)
 
         optimizer = sm.member_optimizer(base, member, shared=shared)
-        return step.train_epoch(graphdef, optimizer, member_loss, placement, state, xs, ys, indices)
+        rate = None if shared.dropout else member.dropout
+        return step.train_epoch(
+            graphdef, optimizer, member_loss, placement, state, xs, ys, indices, dropout_rate=rate
+        )
 
     members = (states, settings, batch_indices)
     return jax.lax.map(one, members) if in_turn else jax.vmap(one)(members)

@@ -34,7 +34,7 @@ from mdn_jax import model as mdl
 from mdn_jax import structures
 from mdn_jax.config import TrainConfig
 
-PER_MEMBER_MODEL = ("hidden", "scale_floor", "mean_init", "head_init_scale")
+PER_MEMBER_MODEL = ("hidden", "scale_floor", "mean_init", "head_init_scale", "dropout")
 PER_MEMBER_TRAIN = ("learning_rate", "seed")
 
 
@@ -44,11 +44,13 @@ class Settings(NamedTuple):
     floor_shift: `[M]` the member's scale floor minus the stacked model's (`wide.scale_floor`).
     learning_rate: `[M]` Adam's peak rate (the shared optimiser is built with rate 1).
     mask: `[M, P]` 1 on the member's own flat params, 0 on padding.
+    dropout: `[M]` the member's dropout rate (used where members' rates differ; see `Shared`).
     """
 
     floor_shift: jax.Array
     learning_rate: jax.Array
     mask: jax.Array
+    dropout: jax.Array | None = None
 
 
 class Shared(NamedTuple):
@@ -57,11 +59,14 @@ class Shared(NamedTuple):
     widths: every member has the padded widths (no padding, so no gradient mask). floor: every
     member has the padded model's scale floor (no floor shift). learning_rate: the common peak
     rate, built into the shared optimiser (no traced per-member rate), or None if rates differ.
+    dropout: every member has the padded model's dropout rate (static, as in `fit`), else each
+    member's own rate is traced.
     """
 
     widths: bool = False
     floor: bool = False
     learning_rate: float | None = None
+    dropout: bool = False
 
 
 NOTHING_SHARED = Shared()  # the general case: mask, floor shift and traced rate all applied
@@ -74,6 +79,7 @@ def shared(model_configs, train_configs, wide: mdl.ModelConfig) -> Shared:
         widths=all(tuple(c.hidden) == tuple(wide.hidden) for c in model_configs),
         floor=all(c.scale_floor == wide.scale_floor for c in model_configs),
         learning_rate=rates.pop() if len(rates) == 1 else None,
+        dropout=all(c.dropout == wide.dropout for c in model_configs),
     )
 
 
@@ -112,9 +118,13 @@ def check_members(
 
 
 def wide_config(model_configs: Sequence[mdl.ModelConfig]) -> mdl.ModelConfig:
-    """The model every member is padded to: the widest width of each layer, member 0's floor."""
+    """The model every member is padded to: the widest width of each layer, member 0's floor,
+    the highest dropout rate (so the compiled epoch has dropout wherever any member does)."""
     widths = tuple(max(layer) for layer in zip(*(c.hidden for c in model_configs)))
-    return dataclasses.replace(model_configs[0], hidden=widths, mean_init=None, head_init_scale=1.0)
+    dropout = max(c.dropout for c in model_configs)
+    return dataclasses.replace(
+        model_configs[0], hidden=widths, mean_init=None, head_init_scale=1.0, dropout=dropout
+    )
 
 
 def shapes_of(config: mdl.ModelConfig):
@@ -227,6 +237,7 @@ def initial(
             np.float32(config.scale_floor - wide.scale_floor),
             np.float32(train_config.learning_rate),
             np.asarray(ravel_pytree(mask)[0], np.float32),
+            np.float32(config.dropout),
         )
         optimizer = member_optimizer(base, member, shared=shared)
         states.append(step.init_state(padded, optimizer, key=shuffle_key)._replace(key=None))

@@ -97,18 +97,21 @@ def model_loss(
     *,
     key: jax.Array | None = None,
     closed_form: bool | None = None,
+    dropout_rate: jax.Array | None = None,
 ) -> jax.Array:
     """The training loss `[]` of the model `config` with `params` on `x [B, in]`, `y [B, D]`.
 
     The forward pass is `mdn_jax.forward` (plain jnp on the params, the same values as
     `model.apply`); with `config.dropout > 0`, `key` keys this step's dropout masks. A rate of 0
-    is decided here, at trace time: that step draws no random numbers at all. `closed_form`
+    is decided here, at trace time: that step draws no random numbers at all; `dropout_rate`
+    (a traced `[]`, e.g. a stacked member's own rate) replaces the config's. `closed_form`
     (None: as `CLOSED_FORM_BACKENDS` says for the default backend) differentiates the built-in
     losses through `mdn_jax.fastgrad` on the structure's `fast_head`; any other loss gets the
     mixture of `head_to_mixture` and autodiff.
     """
-    rate = config.dropout if config.dropout > 0 else None
-    raw = forward.raw_outputs(config, params, x, dropout_rate=rate, key=key)
+    if dropout_rate is None:
+        dropout_rate = config.dropout if config.dropout > 0 else None
+    raw = forward.raw_outputs(config, params, x, dropout_rate=dropout_rate, key=key)
     entry = structures.named(config.structure)
     options = mdl.mixture_options(config)
     del options["structure"]
@@ -119,10 +122,12 @@ def model_loss(
     return loss(entry.head_to_mixture(raw, **options), y)
 
 
-def _flat_loss(config, loss: LossFn, unravel):
+def _flat_loss(config, loss: LossFn, unravel, dropout_rate=None):
     """`loss(flat [P], x [B, in], y [B, D], key) -> []` of the model whose params unravel from
     `flat`."""
-    return lambda flat, x, y, key: model_loss(config, loss, unravel(flat), x, y, key=key)
+    return lambda flat, x, y, key: model_loss(
+        config, loss, unravel(flat), x, y, key=key, dropout_rate=dropout_rate
+    )
 
 
 def _dropout_key(config, key: jax.Array, step) -> jax.Array | None:
@@ -176,8 +181,13 @@ def train_epoch(
     xs: jax.Array,
     ys: jax.Array,
     batch_indices: jax.Array,
+    *,
+    dropout_rate: jax.Array | None = None,
 ) -> tuple[TrainState, jax.Array]:
     """One `lax.scan` of `train_step` over every batch; returns `(state, losses [num_batches])`.
+
+    `dropout_rate` (a traced `[]`; only where the graphdef's config has dropout) replaces the
+    config's rate: a stacked fit passes each member's own.
 
     `xs [N, in]`, `ys [N, D]` stay on the device; each iteration gathers its batch with one row
     of `batch_indices [num_batches, B]` (`[num_batches, P, B / P]` with P processes, each into
@@ -185,7 +195,7 @@ def train_epoch(
     """
     flat, unravel = ravel_pytree(state.params)
     config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
-    loss_of_flat = _flat_loss(config, loss, unravel)
+    loss_of_flat = _flat_loss(config, loss, unravel, dropout_rate if config.dropout > 0 else None)
     steps = None  # each iteration's step number, only for dropout's keys
     if config.dropout > 0:
         steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
