@@ -65,10 +65,14 @@ def test_both_layouts_equal_fit_alone(monkeypatch, in_turn):
 def test_shared_settings_are_found_on_the_host():
     same = [_model(), _model()]
     rates = [tr.TrainConfig(learning_rate=2e-3, seed=s) for s in (0, 1)]
-    assert sm.shared(same, rates, sm.wide_config(same)) == sm.Shared(True, True, 2e-3)
+    assert sm.shared(same, rates, sm.wide_config(same)) == sm.Shared(True, True, 2e-3, True)
     mixed = [_model(), _model(hidden=(6, 8), scale_floor=0.05)]
     varied = [tr.TrainConfig(learning_rate=r) for r in (1e-3, 3e-3)]
-    assert sm.shared(mixed, varied, sm.wide_config(mixed)) == sm.Shared(False, False, None)
+    assert sm.shared(mixed, varied, sm.wide_config(mixed)) == sm.Shared(False, False, None, True)
+    dropouts = [_model(dropout=0.1), _model(dropout=0.0)]
+    assert sm.shared(dropouts, rates, sm.wide_config(dropouts)) == sm.Shared(
+        True, True, 2e-3, False
+    )
     # The shared rate is built into the shared optimiser; otherwise that is built with rate 1.
     assert (
         sm.base_train_config(rates[0], shared=sm.Shared(learning_rate=2e-3)).learning_rate == 2e-3
