@@ -19,6 +19,7 @@ Pictures of the ensemble are not written here yet.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import time
@@ -265,6 +266,12 @@ def load_ensemble_run(run_dir: str | Path) -> stacked.StackedFit | None:
     """The trained ensemble of a run folder as a `StackedFit`, or None for a single-model run
     (load that with `runs.load_run`)."""
     checkpoint_dir = Path(run_dir) / "checkpoint"
+    try:  # config.json, written once at the start, says so without racing a running trainer
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict) and "members" not in config:
+        return None
     if not sc.is_stacked(checkpoint_dir):
         return None
     return sc.restore_stacked(checkpoint_dir).fit()

@@ -105,11 +105,12 @@ def is_stacked(directory, *, epoch: int | None = None) -> bool:
     epoch = ckpt.latest_epoch(directory) if epoch is None else epoch
     if epoch is None:
         return False
-    with ckpt._quiet(), ckpt._manager(directory, create=False) as manager:
-        try:
-            raw = manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        except Exception:  # unreadable: let restore report it
-            return False
+    try:  # the manager too: a trainer may be deleting this epoch's folder right now
+        with ckpt._quiet(), ckpt._manager(directory, create=False) as manager:
+            meta = ocp.args.Composite(meta=ocp.args.JsonRestore())
+            raw = manager.restore(epoch, args=meta).meta
+    except Exception:  # unreadable or gone: let restore report it
+        return False
     return isinstance(raw, dict) and "members" in raw
 
 
