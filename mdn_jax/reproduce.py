@@ -159,17 +159,9 @@ def _run_experiment(experiment, images, out, train_config, options, *, source, l
         options=options,
         resume=ckpt.latest_epoch(run_dir / "checkpoint") is not None,
         log=lambda line: log("  " + line),
-        data_info={
-            "source": source,
-            "count": len(subset),
-            "height": int(subset.shape[1]),
-            "width": int(subset.shape[2]),
-        },
+        data_info=_data_info(subset, source),
     )
-    if metrics.get("interrupted"):
-        raise KeyboardInterrupt(
-            f"{experiment.name} interrupted; run the same command again to continue"
-        )
+    _stop_if_interrupted(experiment, metrics)
     return metrics, False
 
 
@@ -181,7 +173,8 @@ def _run_stacked(experiment, images, out, train_config, options, *, source, log)
     members = [by_name(name) for name in experiment.members]
     subset = _subset(members[0], images)
     configs = [model_config(member, subset) for member in members]
-    train_configs = [dataclasses.replace(train_config, loss=m.loss) for m in members]
+    pixels = subset[..., 0].size
+    train_configs = [_training(m, train_config, pixels=pixels) for m in members]
     run_dir = out / "runs" / experiment.name
     metrics = _finished_stacked(run_dir, train_config.epochs, configs, train_configs)
     if metrics is not None:
@@ -195,18 +188,23 @@ def _run_stacked(experiment, images, out, train_config, options, *, source, log)
         options=options,
         resume=ckpt.latest_epoch(run_dir / "checkpoint") is not None,
         log=lambda line: log("  " + line),
-        data_info={
-            "source": source,
-            "count": len(subset),
-            "height": int(subset.shape[1]),
-            "width": int(subset.shape[2]),
-        },
+        data_info=_data_info(subset, source),
     )
+    _stop_if_interrupted(experiment, metrics)
+    return metrics, False
+
+
+def _data_info(subset, source) -> dict:
+    """The run folder's `data` record for the images `subset [n, H, W, C]`."""
+    height, width = (int(size) for size in subset.shape[1:3])
+    return {"source": source, "count": len(subset), "height": height, "width": width}
+
+
+def _stop_if_interrupted(experiment, metrics: dict) -> None:
     if metrics.get("interrupted"):
         raise KeyboardInterrupt(
             f"{experiment.name} interrupted; run the same command again to continue"
         )
-    return metrics, False
 
 
 def _finished_stacked(run_dir: Path, epochs: int, configs, train_configs) -> dict | None:
