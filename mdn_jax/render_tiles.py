@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdn_jax import backend_tuning, parallel
 from mdn_jax import coherent as ch
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel
 
 
 def positions_of(pixel_ids: jax.Array, height, width) -> jax.Array:
@@ -86,7 +86,8 @@ def _tile_values(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("forward", "method", "chunk", "num_samples", "mesh", "coherent")
+    backend_tuning.tuned_jit,
+    static_argnames=("forward", "method", "chunk", "num_samples", "mesh", "coherent"),
 )
 def render_chunk(
     forward,

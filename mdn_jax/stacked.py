@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from mdn_jax import backend_tuning, parallel, stacked_loop, step
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
-from mdn_jax import parallel, stacked_loop, step
 from mdn_jax import stacked_members as sm
 from mdn_jax import train as tr
 from mdn_jax.config import TrainConfig
@@ -204,7 +204,8 @@ class _Epochs:
         bound = functools.partial(
             stacked_epoch, graphdef, base, loss, placement, wide, shared, in_turn
         )
-        self.run = jax.jit(bound, donate_argnums=0)
+        options = backend_tuning.compiler_options()  # per-backend, as `Trainer`'s
+        self.run = jax.jit(bound, donate_argnums=0, compiler_options=options)
 
     def batch_indices(self, batches: np.ndarray):
         """`[M, num_batches, B]` indices, each batch sharded over the devices like `fit`'s."""

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from mdn_jax import fastgrad, forward, parallel, structures
+from mdn_jax import backend_tuning, fastgrad, forward, parallel, structures
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 from mdn_jax.discretised import discretised_nll_loss
@@ -293,8 +293,14 @@ class Trainer:
         self.placement = parallel.Placement(mesh)
         bound = (graphdef, optimizer, loss, self.placement)
         # `step(state, x, y)` and `epoch(state, xs, ys, batch_indices)`; both donate the state.
-        self.step = jax.jit(functools.partial(train_step, *bound), donate_argnums=0)
-        self.epoch = jax.jit(functools.partial(train_epoch, *bound), donate_argnums=0)
+        # compiled with `backend_tuning`'s per-backend compiler options
+        options = backend_tuning.compiler_options()
+        self.step = jax.jit(
+            functools.partial(train_step, *bound), donate_argnums=0, compiler_options=options
+        )
+        self.epoch = jax.jit(
+            functools.partial(train_epoch, *bound), donate_argnums=0, compiler_options=options
+        )
 
     def init(self, params, *, key: jax.Array) -> TrainState:
         """A fresh state (replicated over the mesh, if any); `params` is copied, so donating the

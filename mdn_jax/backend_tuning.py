@@ -1,0 +1,81 @@
+"""Compiler options chosen per backend for mdn_jax's own hot programs, and `tuned_jit` to apply
+them.
+
+Only mdn_jax's training epoch and step, its stacked epoch and its render tiles compile with
+them (`jax.jit(..., compiler_options=...)`): nothing process-wide is set, so a user's own JAX
+code keeps XLA's defaults.
+
+CPU: XLA:CPU hands dot + elementwise fusions to YNNPACK by default; for the small matrices of an
+MDN its own dot emitter is faster. On the 2-core Xeon of `benchmarks/RESULTS.md` ("CPU compiler
+options"), turning YNN fusions off (`xla_cpu_experimental_ynn_fusion_type=""`) made the
+reference step about 15-20% faster at batch 200 and 5-10% at batch 4096, for mdn_jax and a
+hand-written JAX MDN alike; XNNPACK, oneDNN, fast math and the concurrency scheduler measured
+within noise there. Other backends: XLA's defaults.
+
+An option this jaxlib does not know (they are experimental and can be renamed) is dropped
+after one probe compile, so an upgrade costs at most the speed-up, never a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# Backend name -> XLA compiler options for mdn_jax's hot programs (measured; see above).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "cpu": {"xla_cpu_experimental_ynn_fusion_type": ""},
+}
+
+
+@functools.cache
+def options_for(backend: str) -> dict[str, Any]:
+    """The options of `OPTIONS[backend]` that this jaxlib accepts (a probe compile each,
+    once per process), as a fresh dict."""
+    accepted = {}
+    for name, value in OPTIONS.get(backend, {}).items():
+        try:
+            probe = jax.jit(lambda x: x + 1, backend=backend, compiler_options={name: value})
+            probe.lower(jnp.zeros((), jnp.float32)).compile()
+        except Exception:  # unknown or refused option: XLA's default for it
+            continue
+        accepted[name] = value
+    return accepted
+
+
+def compiler_options() -> dict[str, Any]:
+    """The options for the default backend."""
+    return dict(options_for(jax.default_backend()))
+
+
+class tuned_jit:  # noqa: N801 (used like jax.jit)
+    """`jax.jit(fun, **jit_kwargs)` compiled with `compiler_options()`.
+
+    The backend is looked up at the first call (not at import, which must not start JAX's
+    backends); `lower`, `trace` and `eval_shape` reach the jitted function too. Usable as a
+    decorator, also through `functools.partial(tuned_jit, static_argnames=...)`.
+    """
+
+    def __init__(self, fun: Callable, **jit_kwargs):
+        self._fun = fun
+        self._jit_kwargs = jit_kwargs
+        self._jitted = None
+        functools.update_wrapper(self, fun)
+
+    def _get(self):
+        if self._jitted is None:
+            self._jitted = jax.jit(
+                self._fun, compiler_options=compiler_options(), **self._jit_kwargs
+            )
+        return self._jitted
+
+    def __call__(self, *args, **kwargs):
+        return self._get()(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
