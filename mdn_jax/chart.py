@@ -12,7 +12,19 @@ import numpy as np
 
 from mdn_jax import layout
 
-_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+# Matplotlib's tab10: ten distinguishable series (an ensemble's loss.png has one per member).
+_COLOURS = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 _GREY, _INK = (150, 150, 150), (40, 40, 40)
 
 

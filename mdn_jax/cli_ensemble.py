@@ -92,10 +92,11 @@ def train_and_report(images, args, data_info, count: int) -> int:
     )
     print(
         f"wrote {Path(args.out)}/: scores of each member and the ensemble in metrics.json, one "
-        "line per epoch in history.jsonl"
+        "line per epoch in history.jsonl, reconstructions.png (the ensemble and each member), "
+        "uncertainty.png, loss.png"
     )
     if values.get("interrupted"):
         from mdn_jax import signals
 
         return signals.exit_code()
-    return 0
+    return cli_commands.EXIT_PICTURES if values.get("skipped_pictures") else 0

@@ -12,8 +12,10 @@ is locked, written atomically and cleaned as a single model's (`mdn_jax.runs`), 
     history.jsonl  one line per finished epoch
     checkpoint/    stacked checkpoints (`mdn_jax.stacked_checkpoint`); --resume continues them
                    bit-identically
-
-Pictures of the ensemble are not written here yet.
+    reconstructions.png, uncertainty.png, loss.png
+                   the ensemble's and each member's pictures (`mdn_jax.ensemble_pictures`),
+                   written after metrics.json; one that cannot be made is skipped with one
+                   line and listed in metrics.json as "skipped_pictures"
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from mdn_jax import data as dt
 from mdn_jax import (
     diskspace,
+    ensemble_pictures,
     parallel,
     runlock,
     stacked,
@@ -103,7 +106,11 @@ def train_ensemble_on_images(
         "versions": versions(),
         "history": history,
     }
-    write_json(out / "metrics.json", values)
+    write_json(out / "metrics.json", values)  # before any picture: a picture cannot cost it
+    skipped = ensemble_pictures.write_pictures(out, fit, images, history)
+    if skipped:
+        values["skipped_pictures"] = skipped
+        write_json(out / "metrics.json", values)
     return values
 
 

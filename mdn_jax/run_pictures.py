@@ -89,6 +89,12 @@ def uncertainty_picture(graphdef, params, *, height: int, width: int) -> np.ndar
     """The predictive standard deviation (root mean over channels) on the fixed scale from 0 to
     `colours.UNCERTAINTY_MAX`, enlarged to at least 256 pixels high, with a colour bar."""
     values = rd.render_values(graphdef, params, height=height, width=width, method="uncertainty")
+    return uncertainty_layout(values, title="predictive std, fixed scale for every run")
+
+
+def uncertainty_layout(values: np.ndarray, *, title: str) -> np.ndarray:
+    """Standard deviations `[H, W]` as `uncertainty_picture` draws them, under `title`."""
+    height = values.shape[0]
     vmax = colours.UNCERTAINTY_MAX
     image = layout.enlarge(colours.heat_colours(values, vmax=vmax), max(1, -(-256 // height)))
     bar = layout.colour_bar(
@@ -98,8 +104,8 @@ def uncertainty_picture(graphdef, params, *, height: int, width: int) -> np.ndar
         label="std",
     )
     picture = layout.with_colour_bar(image, bar)
-    title = layout.caption("predictive std, fixed scale for every run", picture.shape[1], wrap=True)
-    return np.concatenate([title, picture], axis=0)
+    strip = layout.caption(title, picture.shape[1], wrap=True)
+    return np.concatenate([strip, picture], axis=0)
 
 
 def samples_picture(

@@ -93,8 +93,14 @@ def write_all(
 ) -> list[str]:
     """Write every picture of a finished run into `out`; return the names of those skipped.
     `calibration`: the held-out calibration scores, drawn as calibration.png."""
+    return write_each(makers(Path(out), images, graphdef, params, history, samples, calibration))
+
+
+def write_each(todo: dict[str, Callable[[], object]]) -> list[str]:
+    """Call each `{name: make}` in turn; a picture whose `make` fails is skipped with one warning
+    line and its name returned (a full disk is raised). Also an ensemble run's
+    (`mdn_jax.ensemble_pictures`)."""
     skipped = []
-    todo = makers(Path(out), images, graphdef, params, history, samples, calibration)
     for name, make in todo.items():
         # Any failure here is one picture's (a decoder limit, degenerate values): training and
         # its scores are already on disk, so report it and go on to the next picture.
