@@ -70,11 +70,15 @@ def raw_outputs(
     *,
     dropout_rate: float | jax.Array | None = None,
     key: jax.Array | None = None,
+    transposed: bool = False,
 ) -> jax.Array:
     """The head's raw outputs `[..., head_size]` for `x [..., in_features]`.
 
     With `dropout_rate` (and `key`), each hidden layer's output goes through `dropout` with its
     own key (`fold_in(key, layer)`); None (default) is the evaluation forward of `model.apply`.
+    `transposed=True` (for `x [B, in_features]` only) returns them as `[head_size, B]`, batch
+    minor, straight from the head's matmul (no transpose op): the layout in which the training
+    likelihood vectorises over the batch (see `mdn_jax.step.model_loss`).
     """
     h = encode(config, params, x)
     pairs = layers(params)
@@ -87,6 +91,11 @@ def raw_outputs(
     if h.dtype != jnp.float32:  # the head and the likelihood run in float32
         h = h.astype(jnp.float32)
     kernel, bias = pairs[-1]
+    if transposed:
+        if h.ndim != 2:
+            raise ValueError(f"transposed raw outputs need inputs [B, in], got {x.shape}")
+        kernel, bias = kernel.astype(h.dtype), bias.astype(h.dtype)
+        return jax.lax.dot_general(kernel, h, (((0,), (1,)), ((), ()))) + bias[:, None]
     return _linear(h, kernel, bias, None)
 
 

@@ -5,7 +5,7 @@ the structure's head transform and the loss, autodiffed (closed forms: `CLOSED_F
 the epoch's scan is unrolled per backend (`scan_unroll`). Dropout, when the model has it, is
 keyed by the state's key and the step number, so a resumed run draws the same masks.
 
-Pure functions of `(graphdef, optimizer, loss, placement)` and the arrays; `Trainer` (below)
+Pure functions of `(graphdef, optimizer, loss, placement)` and the arrays; `mdn_jax.trainer.Trainer`
 binds the first four and jits them, `mdn_jax.train.fit` runs the host loop around them.
 
 Inside both, params and the optimiser state are kept as one flat float vector
@@ -21,21 +21,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from mdn_jax import backend_tuning, fastgrad, forward, parallel, structures
+from mdn_jax import fastgrad, forward, parallel, structures
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
+from mdn_jax.backend_tuning import scan_unroll as scan_unroll
 from mdn_jax.discretised import discretised_nll_loss
-
-if TYPE_CHECKING:
-    from mdn_jax.config import TrainConfig
+from mdn_jax.flat_carry import FLAT_ALIGNMENT as FLAT_ALIGNMENT
+from mdn_jax.flat_carry import flat_size, pad_flat, unpad_flat
+from mdn_jax.run_setup import make_optimizer as make_optimizer
+from mdn_jax.run_setup import shuffled_batches as shuffled_batches
+from mdn_jax.run_setup import steps_per_epoch as steps_per_epoch
 
 LossFn = Callable[[mx.Mixture, jax.Array], jax.Array]
 
@@ -111,15 +113,31 @@ def model_loss(
     """
     if dropout_rate is None:
         dropout_rate = config.dropout if config.dropout > 0 else None
-    raw = forward.raw_outputs(config, params, x, dropout_rate=dropout_rate, key=key)
     entry = structures.named(config.structure)
     options = mdl.mixture_options(config)
     del options["structure"]
     if closed_form is None:
         closed_form = jax.default_backend() in CLOSED_FORM_BACKENDS
+    forward_pass = functools.partial(
+        forward.raw_outputs, config, params, x, dropout_rate=dropout_rate, key=key
+    )
     if closed_form and loss in _CLOSED_FORM:
-        return _CLOSED_FORM[loss](entry.fast_head(raw, **options), y)
-    return loss(entry.head_to_mixture(raw, **options), y)
+        return _CLOSED_FORM[loss](entry.fast_head(forward_pass(), **options), y)
+    if _transposed(entry, loss, x, y, config):
+        return -jnp.mean(entry.transposed_log_prob(forward_pass(transposed=True), y, **options))
+    return loss(entry.head_to_mixture(forward_pass(), **options), y)
+
+
+def _transposed(entry, loss: LossFn, x, y, config) -> bool:
+    """Whether `model_loss` computes the NLL from the transposed head outputs (batch minor,
+    `Structure.transposed_log_prob`): the built-in nll, a structure that has it, and a plain
+    batch `x [B, in]`, `y [B, D]` (anything else takes the mixture path and its checks)."""
+    return (
+        loss is nll_loss
+        and entry.transposed_log_prob is not None
+        and jnp.ndim(x) == 2
+        and jnp.shape(y) == (jnp.shape(x)[0], config.out_features)
+    )
 
 
 def _flat_loss(config, loss: LossFn, unravel, dropout_rate=None):
@@ -134,20 +152,6 @@ def _dropout_key(config, key: jax.Array, step) -> jax.Array | None:
     """Step `step`'s dropout key from the state's key, or None when the model has no dropout
     (decided at trace time: a rate of 0 derives no key)."""
     return forward.step_key(key, step) if config.dropout > 0 else None
-
-
-def scan_unroll() -> int:
-    """Scan iterations per loop trip on the default backend.
-
-    CPU: 4 measured fastest at batch 200 (+8% over 1; 8 was slower than 4). GPU and others: 4
-    as well, since XLA runs the scan's loop control on the host there (several microseconds
-    per trip) and a batch-200 step is only a few hundred microseconds of kernels; more than 4
-    mostly lengthens compilation.
-    """
-    return _UNROLL.get(jax.default_backend(), 4)
-
-
-_UNROLL = {"cpu": 4, "gpu": 4}
 
 
 def train_step(
@@ -192,8 +196,41 @@ def train_epoch(
     `xs [N, in]`, `ys [N, D]` stay on the device; each iteration gathers its batch with one row
     of `batch_indices [num_batches, B]` (`[num_batches, P, B / P]` with P processes, each into
     its own share: see `Placement.take`). Nothing returns to the host until the scan ends.
+    `Trainer.epoch` runs the same three parts as three programs (see there).
     """
-    flat, unravel = ravel_pytree(state.params)
+    carry = (ravel_pytree(state.params)[0], state.opt_state)  # unpadded: see `flat_epoch`
+    run = (graphdef, optimizer, loss, placement, state, carry, xs, ys, batch_indices)
+    flat, opt_state, losses = flat_epoch(*run, dropout_rate=dropout_rate)
+    return finished_epoch(placement, state, flat, opt_state, losses)
+
+
+def padded_flat(placement: parallel.Placement, state: TrainState):
+    """`(flat [P'], opt_state)`: the params raveled and, with their optimiser state,
+    zero-padded by `pad_flat`: what the scanned epoch carries."""
+    flat, _ = ravel_pytree(state.params)
+    return placement.pin_replicated(pad_flat((flat, state.opt_state), flat.shape[0]))
+
+
+def flat_epoch(
+    graphdef,
+    optimizer: optax.GradientTransformation,
+    loss: LossFn,
+    placement: parallel.Placement,
+    state: TrainState,
+    carry,
+    xs: jax.Array,
+    ys: jax.Array,
+    batch_indices: jax.Array,
+    *,
+    dropout_rate: jax.Array | None = None,
+):
+    """The scan of `train_epoch` on `carry = padded_flat(placement, state)` (of `state`, only
+    the params' layout, the step and the key are read): returns the carry after the epoch,
+    `(flat [P'], opt_state)`, and `losses [num_batches]`. The carry may also be unpadded,
+    `(flat [P], opt_state)`: `train_epoch` passes that, since a stacked fit's per-member
+    optimisers hold `[P]` masks."""
+    _, unravel = ravel_pytree(state.params)  # the layout; the values come from `carry`
+    size = flat_size(state.params)
     config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
     loss_of_flat = _flat_loss(config, loss, unravel, dropout_rate if config.dropout > 0 else None)
     steps = None  # each iteration's step number, only for dropout's keys
@@ -201,60 +238,34 @@ def train_epoch(
         steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
 
     def body(carry, inputs):  # indices: [B], or [P, B / P] with several processes
-        flat, opt_state = carry
+        flat, opt_state = carry  # padded: see `pad_flat`
         indices, step = inputs
         key = _dropout_key(config, state.key, step)
         x, y = placement.take(xs, indices), placement.take(ys, indices)
         flat, opt_state, loss_value = guarded_update(
-            lambda flat, x, y: loss_of_flat(flat, x, y, key), optimizer, flat, opt_state, x, y
+            lambda flat, x, y: loss_of_flat(flat[:size], x, y, key),
+            optimizer,
+            flat,
+            opt_state,
+            x,
+            y,
         )
         return (flat, opt_state), loss_value
 
     (flat, opt_state), losses = jax.lax.scan(
-        body, (flat, state.opt_state), (batch_indices, steps), unroll=scan_unroll()
+        body, tuple(carry), (batch_indices, steps), unroll=scan_unroll()
     )
-    flat, opt_state, losses = placement.pin_replicated((flat, opt_state, losses))
-    step = state.step + batch_indices.shape[0]
+    return placement.pin_replicated((flat, opt_state, losses))
+
+
+def finished_epoch(placement, state: TrainState, flat, opt_state, losses):
+    """`(state, losses)` after an epoch: `flat_epoch`'s carry unpadded and unraveled, the step
+    count advanced by the number of batches."""
+    _, unravel = ravel_pytree(state.params)
+    flat, opt_state = unpad_flat((flat, opt_state), flat_size(state.params))
+    flat, opt_state = placement.pin_replicated((flat, opt_state))
+    step = state.step + losses.shape[0]
     return TrainState(unravel(flat), opt_state, step, state.key), losses
-
-
-def steps_per_epoch(num_samples: int, batch_size: int) -> int:
-    return -(-num_samples // batch_size)
-
-
-def shuffled_batches(
-    key: jax.Array, num_samples: int, batch_size: int, *, num_batches: int | None = None
-) -> np.ndarray:
-    """A fresh shuffle of `range(num_samples)` as `[ceil(N / B), B]` int32 batch indices.
-
-    The permutation is drawn on the host with numpy, seeded from `key`'s bits: it is
-    deterministic in the key and costs ~1 ms where `jax.random.permutation` of 82k indices
-    costs ~46 ms on a 2-core CPU. The last partial batch wraps around (see module docstring);
-    `num_batches` asks for more batches than that (the order repeats), for a process whose
-    share of the data is shorter than another's.
-    """
-    seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel()
-    order = np.random.default_rng(seed).permutation(num_samples)
-    num_batches = num_batches or steps_per_epoch(num_samples, batch_size)
-    padded = np.resize(order, num_batches * batch_size)  # np.resize repeats from the start
-    return padded.reshape(num_batches, batch_size).astype(np.int32)
-
-
-def make_optimizer(config: TrainConfig, *, total_steps: int) -> optax.GradientTransformation:
-    """Adam with the configured schedule and optional global-norm clipping."""
-    if config.schedule == "constant":
-        learning_rate = config.learning_rate
-    elif config.schedule == "cosine":
-        learning_rate = optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1))
-    else:
-        warmup = max(1, total_steps // 20)
-        learning_rate = optax.warmup_cosine_decay_schedule(
-            0.0, config.learning_rate, warmup, max(total_steps, warmup + 1)
-        )
-    adam = optax.adam(learning_rate, b2=config.adam_b2, eps=config.adam_eps)
-    if config.clip_norm is None:
-        return adam
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), adam)
 
 
 # The training loss for loss="nll": the mean negative log-likelihood in nats per sample.
@@ -269,40 +280,10 @@ def loss_named(name: str) -> LossFn:
     return nll_loss
 
 
-class Trainer:
-    """The compiled step and epoch (`mdn_jax.step`) jitted for one model and one optimiser;
-    holds no mutable state.
+def __getattr__(name: str):
+    """`mdn_jax.step.Trainer` (now in `mdn_jax.trainer`, which imports this module)."""
+    if name == "Trainer":
+        from mdn_jax.trainer import Trainer
 
-    With a `mesh` (see `mdn_jax.parallel`) the state is replicated on every device and each
-    batch is sharded over them: XLA partitions the same step and inserts the gradient
-    all-reduce. Without one (a single device) no sharding annotation is emitted at all.
-    """
-
-    def __init__(
-        self,
-        graphdef,
-        optimizer: optax.GradientTransformation,
-        *,
-        loss: LossFn = nll_loss,
-        mesh: jax.sharding.Mesh | None = None,
-    ):
-        self.graphdef = graphdef
-        self.optimizer = optimizer
-        self.loss = loss
-        self.mesh = mesh
-        self.placement = parallel.Placement(mesh)
-        bound = (graphdef, optimizer, loss, self.placement)
-        # `step(state, x, y)` and `epoch(state, xs, ys, batch_indices)`; both donate the state.
-        # compiled with `backend_tuning`'s per-backend compiler options
-        options = backend_tuning.compiler_options()
-        self.step = jax.jit(
-            functools.partial(train_step, *bound), donate_argnums=0, compiler_options=options
-        )
-        self.epoch = jax.jit(
-            functools.partial(train_epoch, *bound), donate_argnums=0, compiler_options=options
-        )
-
-    def init(self, params, *, key: jax.Array) -> TrainState:
-        """A fresh state (replicated over the mesh, if any); `params` is copied, so donating the
-        state never deletes the caller's."""
-        return self.placement.put_state(init_state(params, self.optimizer, key=key))
+        return Trainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

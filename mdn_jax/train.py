@@ -45,7 +45,6 @@ from mdn_jax.evaluation import evaluate_nll as evaluate_nll
 # The compiled half of training lives in mdn_jax.step; these names stay importable from here.
 from mdn_jax.step import (
     LossFn,
-    Trainer,
     TrainState,
     loss_named,
     make_optimizer,
@@ -55,6 +54,7 @@ from mdn_jax.step import (
 from mdn_jax.step import nll_loss as nll_loss
 from mdn_jax.train_checks import check_arrays as check_arrays
 from mdn_jax.train_checks import check_batch_size as check_batch_size
+from mdn_jax.trainer import Trainer as Trainer
 
 
 class NonFiniteError(RuntimeError):

@@ -44,6 +44,10 @@ MOVED = [
         "size listed trunks hidden",
     ),
     ("mdn_jax.reproduce_report", "mdn_jax.reproduce_findings", "findings psnrs"),
+    ("mdn_jax.step", "mdn_jax.run_setup", "steps_per_epoch shuffled_batches make_optimizer"),
+    ("mdn_jax.step", "mdn_jax.flat_carry", "FLAT_ALIGNMENT pad_flat unpad_flat flat_size"),
+    ("mdn_jax.step", "mdn_jax.backend_tuning", "scan_unroll"),
+    ("mdn_jax.step", "mdn_jax.trainer", "Trainer"),
 ]
 
 

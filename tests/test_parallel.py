@@ -61,7 +61,7 @@ def _epoch_checks() -> dict:
     data = [parallel.put_training_data(a, mesh, max_rows=a.shape[0]) for a in (xs, ys)]
     indices = parallel.put_batch_indices(batches, mesh)
     state = sharded.init(params, key=jax.random.key(2))
-    hlo = sharded.epoch.lower(state, *data, indices).compile().as_text()
+    hlo = sharded.lower_epoch(state, *data, indices).compile().as_text()
     many, many_losses = sharded.epoch(state, *data, indices)
     return {
         "epoch_params": _max_difference(one.params, many.params),

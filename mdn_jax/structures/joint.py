@@ -118,6 +118,24 @@ def fast_head(
     )
 
 
+def transposed_log_prob(
+    raw_t, y, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> jax.Array:
+    """`log_prob(head_to_mixture(raw_t.T, ...), y)` `[B]` for `y [B, D]`, from the raw outputs
+    transposed, `raw_t [head_size, B]`: the same arithmetic with the batch as the minor axis.
+
+    XLA:CPU vectorises elementwise loops along the minor axis only; with K x D minor (10 x 3) the
+    exp, log and divisions of the likelihood and its gradient ran a few times slower than along
+    a batch of 200 or 4096 (2-core Xeon; `benchmarks/RESULTS.md`, "Transposed likelihood").
+    """
+    k, d = components, out_features
+    logits = raw_t[:k]  # [K, B]
+    means = shared.location(raw_t[k : k + k * d].reshape(k, d, -1), mean_activation)  # [K, D, B]
+    scales = shared.positive(raw_t[k + k * d :].reshape(k, d, -1), scale_floor, scale_activation)
+    lp = jnp.sum(normal_log_prob(y.T[None], means, scales), axis=1)  # over D: [K, B]
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=0) + lp, axis=0)  # over K: [B]
+
+
 def combine_members(mixture: JointMixture, *, axis: int) -> JointMixture:
     """M members on batch axis `axis` -> M * K components, weights (1/M) x each member's."""
     return JointMixture(
@@ -151,4 +169,5 @@ STRUCTURE = Structure(
     fast_head=fast_head,
     mean_bias_indices=shared.mean_bias_indices,
     combine_members=combine_members,
+    transposed_log_prob=transposed_log_prob,
 )

@@ -59,6 +59,10 @@ class Structure:
         (counted from the front) as ONE mixture of the same density as their equal-weight
         average, without that axis (see `mdn_jax.ensemble`). Joint and full give M * K
         components of their own structure; per_dim members give a joint mixture (see there).
+      transposed_log_prob: `(raw_t [head_size, B], y [B, D], *, <head_to_mixture's options>)
+        -> [B]`, the log density of `head_to_mixture(raw_t.T)` computed with the batch as the
+        minor axis (the training step's fast layout on CPU), or None where the structure has
+        none (its training loss then goes through `head_to_mixture`).
     """
 
     name: str
@@ -84,3 +88,4 @@ class Structure:
     fast_head: Callable
     mean_bias_indices: Callable
     combine_members: Callable
+    transposed_log_prob: Callable | None = None

@@ -1,0 +1,199 @@
+"""The training step's memory layouts (issue 12): the transposed likelihood and the padded carry.
+
+- `Structure.transposed_log_prob` (joint) is `log_prob(head_to_mixture(raw_t.T), y)`: values
+  and gradients against the mixture code in float64, ordinary and extreme raw outputs, both
+  scale and mean activations, several batch sizes, under jit and vmap; `forward.raw_outputs(...,
+  transposed=True)` is the transpose of the plain forward.
+- `step.model_loss` takes it exactly for the built-in nll of a structure that has it on a plain
+  `[B, in]` batch, and the mixture path otherwise.
+- `pad_flat` / `unpad_flat` round-trip; an epoch of a model with an odd parameter count (padded
+  carry) equals the same steps one by one, and its state keeps the unpadded shapes.
+- `backend_tuning` passes only options the jaxlib accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdn_jax import backend_tuning, flat_carry, forward, model, step, structures, train
+from mdn_jax import mixture as mx
+from mdn_jax.config import ModelConfig
+
+ACTIVATIONS = ("softplus", "exp")
+
+
+def x64():
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
+
+
+def _options(components=4, out_features=3, **fields):
+    base = dict(
+        components=components,
+        out_features=out_features,
+        scale_floor=0.01,
+        mean_activation="none",
+        scale_activation="exp",
+    )
+    return {**base, **fields}
+
+
+def _raw(rng, size, batch, case):
+    if case == "ordinary":
+        return rng.normal(0.0, 1.5, (batch, size))
+    return np.where(rng.random((batch, size)) < 0.5, -60.0, 60.0)  # saturated everywhere
+
+
+@pytest.mark.parametrize(
+    "activation, mean_activation, batch, case",
+    list(itertools.product(ACTIVATIONS, ("none", "sigmoid"), (1, 7, 200), ("ordinary", "extreme"))),
+)
+def test_transposed_joint_log_prob_equals_the_mixture_in_float64(
+    activation, mean_activation, batch, case
+):
+    entry = structures.named("joint")
+    options = _options(scale_activation=activation, mean_activation=mean_activation)
+    size = entry.head_size(components=4, out_features=3)
+    rng = np.random.default_rng(batch + len(case) + len(activation))
+    with x64():
+        raw = jnp.asarray(_raw(rng, size, batch, case))
+        y = jnp.asarray(rng.uniform(0.0, 1.0, (batch, 3)))
+
+        def got(r):
+            return jnp.sum(entry.transposed_log_prob(r.T, y, **options))
+
+        def want(r):
+            return jnp.sum(mx.log_prob(entry.head_to_mixture(r, **options), y))
+
+        value, grad = jax.jit(jax.value_and_grad(got))(raw)
+        want_value, want_grad = jax.value_and_grad(want)(raw)
+        assert np.isfinite(value) and np.all(np.isfinite(grad))
+        np.testing.assert_allclose(value, want_value, rtol=1e-12)
+        scale = float(np.max(np.abs(want_grad)))
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12 * scale)
+        per_sample = entry.transposed_log_prob(raw.T, y, **options)
+        np.testing.assert_allclose(
+            per_sample, mx.log_prob(entry.head_to_mixture(raw, **options), y), rtol=1e-12
+        )
+
+
+def test_transposed_joint_log_prob_under_vmap_and_in_float32():
+    entry = structures.named("joint")
+    options = _options()
+    size = entry.head_size(components=4, out_features=3)
+    rng = np.random.default_rng(3)
+    raw = jnp.asarray(rng.normal(0, 1.5, (5, 9, size)), jnp.float32)  # [M, B, H]
+    y = jnp.asarray(rng.uniform(0, 1, (5, 9, 3)), jnp.float32)
+    got = jax.vmap(lambda r, t: entry.transposed_log_prob(r.T, t, **options))(raw, y)
+    want = mx.log_prob(entry.head_to_mixture(raw, **options), y)
+    assert got.shape == (5, 9) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_transposed_forward_is_the_plain_forward_transposed():
+    config = ModelConfig(
+        hidden=(16, 8), components=3, input_offset=(0.5, 0.5), input_scale=(2.0, 2.0)
+    )
+    _, params = model.init(config, key=jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (11, 2))
+    plain = forward.raw_outputs(config, params, x)
+    transposed = jax.jit(lambda p, x: forward.raw_outputs(config, p, x, transposed=True))(params, x)
+    assert transposed.shape == (model.head_size(config), 11)
+    np.testing.assert_allclose(transposed, plain.T, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"^transposed raw outputs need inputs \[B, in\]"):
+        forward.raw_outputs(config, params, x[None], transposed=True)
+
+
+def test_model_loss_takes_the_transposed_path_only_where_it_applies(monkeypatch):
+    calls = []
+    entry = structures.named("joint")
+    original = entry.transposed_log_prob
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    named = structures.named
+    spied = dataclasses.replace(entry, transposed_log_prob=spy)
+    monkeypatch.setattr(structures, "named", lambda name: spied if name == "joint" else named(name))
+    config = ModelConfig(hidden=(8,), components=3)
+    graphdef, params = model.init(config, key=jax.random.key(2))
+    x = jax.random.uniform(jax.random.key(3), (6, 2))
+    y = jax.random.uniform(jax.random.key(4), (6, 3))
+    loss = step.model_loss(config, train.nll_loss, params, x, y, closed_form=False)
+    assert calls == [(model.head_size(config), 6)]
+    np.testing.assert_allclose(loss, mx.nll(model.apply(graphdef, params, x), y), rtol=1e-6)
+    step.model_loss(config, step.loss_named("discretised"), params, x, y, closed_form=False)
+    step.model_loss(config, train.nll_loss, params, x[None], y[None], closed_form=False)
+    assert len(calls) == 1  # the discretised loss and a [1, B, in] batch took the mixture path
+    for structure in ("per_dim", "full"):
+        assert named(structure).transposed_log_prob is None
+
+
+def test_pad_flat_round_trips_and_leaves_other_leaves_alone():
+    flat = jnp.arange(13.0)
+    tree = (flat, {"mu": flat * 2, "count": jnp.zeros((), jnp.int32), "other": jnp.ones(3)})
+    padded = flat_carry.pad_flat(tree, 13)
+    assert padded[0].shape == (16,) and padded[1]["mu"].shape == (16,)
+    assert padded[1]["other"].shape == (3,) and padded[1]["count"].shape == ()
+    np.testing.assert_array_equal(padded[0][13:], 0.0)
+    back = flat_carry.unpad_flat(padded, 13)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
+        np.testing.assert_array_equal(a, b)
+    aligned = (jnp.arange(16.0),)
+    assert flat_carry.pad_flat(aligned, 16) is aligned
+
+
+def test_an_epoch_with_a_padded_carry_equals_its_steps_one_by_one():
+    """A one-component head on a small trunk has an odd parameter count, so the epoch pads."""
+    config = ModelConfig(hidden=(9, 7), components=1, scale_floor=0.01)
+    graphdef, params = model.init(config, key=jax.random.key(5))
+    size = flat_carry.flat_size(params)
+    assert size % flat_carry.FLAT_ALIGNMENT != 0
+    trainer = train.Trainer(graphdef, train.make_optimizer(train.TrainConfig(), total_steps=8))
+    rng = np.random.default_rng(6)
+    xs = jnp.asarray(rng.uniform(-1, 1, (40, 2)), jnp.float32)
+    ys = jnp.asarray(rng.uniform(0, 1, (40, 3)), jnp.float32)
+    batches = train.shuffled_batches(jax.random.key(7), 40, 10)
+    state, losses = trainer.epoch(trainer.init(params, key=jax.random.key(8)), xs, ys, batches)
+    one_by_one = trainer.init(params, key=jax.random.key(8))
+    for index, rows in enumerate(batches):
+        one_by_one, loss = trainer.step(one_by_one, xs[rows], ys[rows])
+        np.testing.assert_allclose(losses[index], loss, rtol=1e-5)
+    assert int(state.step) == int(one_by_one.step) == len(batches)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(one_by_one)):
+        assert a.shape == b.shape  # the optimiser state is stored unpadded
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert jax.tree.leaves(state.opt_state)[1].shape == (size,)
+
+
+def test_backend_tuning_passes_only_accepted_options(monkeypatch):
+    monkeypatch.setitem(
+        backend_tuning.OPTIONS,
+        "cpu",
+        {"xla_cpu_experimental_ynn_fusion_type": "", "xla_no_such_option_at_all": 1},
+    )
+    backend_tuning.options_for.cache_clear()
+    try:
+        got = backend_tuning.options_for("cpu")
+    finally:
+        backend_tuning.options_for.cache_clear()
+    assert "xla_no_such_option_at_all" not in got
+    assert backend_tuning.options_for("no-such-backend") == {}
+
+    @backend_tuning.tuned_jit
+    def double(x):
+        return 2 * x
+
+    np.testing.assert_array_equal(double(jnp.arange(3.0)), [0.0, 2.0, 4.0])
+    assert "ENTRY" in double.lower(jnp.arange(3.0)).compile().as_text()
