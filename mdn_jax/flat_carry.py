@@ -6,14 +6,15 @@ scan, zero-padded to `[P']`, a multiple of `FLAT_ALIGNMENT`.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def flat_size(params) -> int:
     """The number of floats in `params` raveled: `P`."""
-    return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+    return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params))
 
 
 # The scanned epoch carries the flat params and their optimiser state padded with zeros to a

@@ -39,6 +39,7 @@ from mdn_jax import model as mdl
 from mdn_jax import stacked_members as sm
 from mdn_jax import train as tr
 from mdn_jax.config import TrainConfig
+from mdn_jax.stacked_in_turn import InTurnEpochs, member_training
 from mdn_jax.stacked_loop import stacked_record as stacked_record
 
 # Per backend: on CPU the members run one after another inside the one compiled epoch (`lax.map`
@@ -66,14 +67,7 @@ def stacked_epoch(
 
     def one(args):
         state, member, indices = args
-        member_loss = loss
-        if not shared.floor:
-
-            def member_loss(mixture, y):
-                return loss(sm.shift_floor(mixture, member.floor_shift, config=wide), y)
-
-        optimizer = sm.member_optimizer(base, member, shared=shared)
-        rate = None if shared.dropout else member.dropout
+        optimizer, member_loss, rate = member_training(base, loss, wide, shared, member)
         return step.train_epoch(
             graphdef, optimizer, member_loss, placement, state, xs, ys, indices, dropout_rate=rate
         )
@@ -201,6 +195,9 @@ class _Epochs:
     def __init__(self, graphdef, base, loss, placement: parallel.Placement, wide, shared, in_turn):
         self.base = base
         self.placement = placement
+        if in_turn:  # M calls of one program, each carrying its member as arguments
+            self.run = InTurnEpochs(graphdef, base, loss, placement, wide, shared)
+            return
         bound = functools.partial(
             stacked_epoch, graphdef, base, loss, placement, wide, shared, in_turn
         )

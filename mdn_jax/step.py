@@ -229,33 +229,51 @@ def flat_epoch(
     `(flat [P'], opt_state)`, and `losses [num_batches]`. The carry may also be unpadded,
     `(flat [P], opt_state)`: `train_epoch` passes that, since a stacked fit's per-member
     optimisers hold `[P]` masks."""
-    _, unravel = ravel_pytree(state.params)  # the layout; the values come from `carry`
-    size = flat_size(state.params)
-    config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
-    loss_of_flat = _flat_loss(config, loss, unravel, dropout_rate if config.dropout > 0 else None)
-    steps = None  # each iteration's step number, only for dropout's keys
-    if config.dropout > 0:
-        steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
+    member = (optimizer, loss, state, carry, batch_indices, dropout_rate)
+    return flat_epochs(graphdef, placement, [member], xs, ys)[0]
 
-    def body(carry, inputs):  # indices: [B], or [P, B / P] with several processes
-        flat, opt_state = carry  # padded: see `pad_flat`
-        indices, step = inputs
-        key = _dropout_key(config, state.key, step)
-        x, y = placement.take(xs, indices), placement.take(ys, indices)
-        flat, opt_state, loss_value = guarded_update(
-            lambda flat, x, y: loss_of_flat(flat[:size], x, y, key),
-            optimizer,
-            flat,
-            opt_state,
-            x,
-            y,
-        )
-        return (flat, opt_state), loss_value
 
-    (flat, opt_state), losses = jax.lax.scan(
-        body, tuple(carry), (batch_indices, steps), unroll=scan_unroll()
-    )
-    return placement.pin_replicated((flat, opt_state, losses))
+def flat_epochs(graphdef, placement: parallel.Placement, members, xs, ys):
+    """Several models' epochs in ONE scan, each iteration one step of each: `members` lists
+    `(optimizer, loss, state, carry, batch_indices, dropout_rate)` as `flat_epoch` takes them
+    (the same number of batches each). Their steps are independent chains that XLA:CPU runs
+    side by side on two cores (a stacked fit pairs its members: `mdn_jax.stacked_in_turn`).
+    Returns `[(flat, opt_state, losses [num_batches])]`, one per member."""
+    setups, inputs = [], []
+    for optimizer, loss, state, _, batch_indices, rate in members:
+        _, unravel = ravel_pytree(state.params)  # the layout; the values come from the carry
+        config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
+        loss_of_flat = _flat_loss(config, loss, unravel, rate if config.dropout > 0 else None)
+        setups.append((config, optimizer, loss_of_flat, flat_size(state.params), state.key))
+        steps = None  # each iteration's step number, only for dropout's keys
+        if config.dropout > 0:
+            steps = state.step + jnp.arange(batch_indices.shape[0], dtype=state.step.dtype)
+        inputs.append((batch_indices, steps))
+
+    def body(carries, inputs):  # indices: [B], or [P, B / P] with several processes
+        new, losses = [], []
+        for setup, (flat, opt_state), (indices, step) in zip(setups, carries, inputs):
+            config, optimizer, loss_of_flat, size, key = setup
+            step_key = _dropout_key(config, key, step)
+            x, y = placement.take(xs, indices), placement.take(ys, indices)
+            flat, opt_state, loss_value = guarded_update(
+                lambda f, x, y: loss_of_flat(f[:size], x, y, step_key),  # noqa: B023 (used now)
+                optimizer,
+                flat,
+                opt_state,
+                x,
+                y,
+            )
+            new.append((flat, opt_state))
+            losses.append(loss_value)
+        return new, losses
+
+    carries = [tuple(member[3]) for member in members]
+    carries, losses = jax.lax.scan(body, carries, inputs, unroll=scan_unroll())
+    return [
+        placement.pin_replicated((flat, opt_state, member_losses))
+        for (flat, opt_state), member_losses in zip(carries, losses)
+    ]
 
 
 def finished_epoch(placement, state: TrainState, flat, opt_state, losses):
