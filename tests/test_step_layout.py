@@ -197,3 +197,22 @@ def test_backend_tuning_passes_only_accepted_options(monkeypatch):
 
     np.testing.assert_array_equal(double(jnp.arange(3.0)), [0.0, 2.0, 4.0])
     assert "ENTRY" in double.lower(jnp.arange(3.0)).compile().as_text()
+
+
+@pytest.mark.parametrize("method", ["mode", "mean", "uncertainty", "components"])
+def test_grouped_render_tiles_equal_single_tiles(method, monkeypatch):
+    """`render_tiles.TILES_PER_STEP` tiles per step of the map give bit for bit the values of
+    one tile per step (every method but 'sample', which maps single tiles)."""
+    from mdn_jax import render, render_tiles
+
+    config = ModelConfig(hidden=(16, 16), components=3, input_offset=(60.0, 60.0))
+    graphdef, params = model.init(config, key=jax.random.key(0))
+    options = dict(height=97, width=131, method=method, key=jax.random.key(5), num_samples=2)
+    assert render_tiles.TILES_PER_STEP > 1
+    grouped = render.render_values(graphdef, params, **options)
+    monkeypatch.setattr(render_tiles, "TILES_PER_STEP", 1)
+    monkeypatch.setattr(render_tiles.render_chunk, "_jitted", None)  # trace again
+    single = render.render_values(graphdef, params, **options)
+    monkeypatch.undo()
+    render_tiles.render_chunk._jitted = None
+    np.testing.assert_array_equal(grouped, single)
