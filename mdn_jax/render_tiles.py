@@ -134,27 +134,30 @@ def render_chunk(
             coherent=coherent,
         )
 
-    def group_values(group_ids):  # [TILES_PER_STEP, TILE]: independent tiles, side by side
-        return jnp.stack([tile_values(ids) for ids in group_ids])
-
     ids = start + jnp.arange(chunk, dtype=jnp.int32)
-    if mesh is None and method != "sample":
+    values = _map_tiles(tile_values, ids, grouped=mesh is None and method != "sample", mesh=mesh)
+    if method == "sample":
+        values = jnp.moveaxis(values, 1, 0)  # [N, chunk / TILE, TILE, D]
+        return values.reshape((num_samples, chunk) + values.shape[3:])
+    return values.reshape((chunk,) + values.shape[2:])
+
+
+def _map_tiles(tile_values, ids, *, grouped: bool, mesh):
+    """`tile_values` of every tile of `ids [chunk]`: `[chunk / TILE, (N,) TILE, ...]`, mapped
+    `TILES_PER_STEP` tiles per step where `grouped`, else one, over `mesh`'s devices if any."""
+    chunk = ids.shape[0]
+    if grouped:
         groups = ids.reshape(chunk // (TILES_PER_STEP * TILE), TILES_PER_STEP, TILE)
-        values = jax.lax.map(group_values, groups)  # [groups, TILES_PER_STEP, (N,) TILE, ...]
-        values = values.reshape((chunk // TILE,) + values.shape[2:])  # [tiles, (N,) TILE, ...]
+        values = jax.lax.map(lambda group: jnp.stack([tile_values(t) for t in group]), groups)
     elif mesh is None:  # draws: grouped, `loc + scale * noise` rounded differently
-        values = jax.lax.map(tile_values, ids.reshape(chunk // TILE, TILE))
+        return jax.lax.map(tile_values, ids.reshape(chunk // TILE, TILE))
     else:  # one tile per step: grouped, the sharded program rounded 1 ulp differently
         shards = mesh.devices.size
         ids = jax.lax.with_sharding_constraint(
             ids.reshape(shards, chunk // (shards * TILE), TILE), parallel.batch_sharding(mesh)
         )
         values = jax.vmap(lambda own: jax.lax.map(tile_values, own))(ids)
-        values = values.reshape((chunk // TILE,) + values.shape[2:])  # [tiles, (N,) TILE, ...]
-    if method == "sample":
-        values = jnp.moveaxis(values, 1, 0)  # [N, chunk / TILE, TILE, D]
-        return values.reshape((num_samples, chunk) + values.shape[3:])
-    return values.reshape((chunk,) + values.shape[2:])
+    return values.reshape((chunk // TILE,) + values.shape[2:])
 
 
 def gather_chunks(run, *, num_chunks: int, chunk: int, lead: tuple[int, ...]) -> np.ndarray:

@@ -1,20 +1,14 @@
 """The compiled part of training: one guarded optimiser step, and one epoch as a `lax.scan` of it.
 
-The hot path is `model_loss`: the pure forward of `mdn_jax.forward` (no NNX graph per step),
-the structure's head transform and the loss, autodiffed (closed forms: `CLOSED_FORM_BACKENDS`);
-the epoch's scan is unrolled per backend (`scan_unroll`). Dropout, when the model has it, is
-keyed by the state's key and the step number, so a resumed run draws the same masks.
-
-Pure functions of `(graphdef, optimizer, loss, placement)` and the arrays; `mdn_jax.trainer.Trainer`
-binds the first four and jits them, `mdn_jax.train.fit` runs the host loop around them.
-
-Inside both, params and the optimiser state are kept as one flat float vector
-(`jax.flatten_util.ravel_pytree`): Adam then updates a single array instead of one per layer,
-which measurably shortens a small-batch step on CPU. The state's `params` is always the ordinary
-params pytree; its `opt_state` is the optimiser state of the flat vector.
-
-Where the arrays live is `placement`'s business (`mdn_jax.parallel.Placement`): on one device its
-hooks are the identity and the program carries no sharding annotation at all.
+Hot path (`model_loss`): the pure forward of `mdn_jax.forward`, the structure's likelihood on
+the head's outputs transposed where it has one (batch minor, what XLA:CPU vectorises), autodiff
+(closed forms: `CLOSED_FORM_BACKENDS`), the scan unrolled and large batches split into
+independent chains per backend (`mdn_jax.backend_tuning`). Dropout is keyed by the state's key
+and the step number, so a resumed run draws the same masks. Pure functions of `(graphdef,
+optimizer, loss, placement)` and the arrays; `mdn_jax.trainer.Trainer` jits them. Params and
+the optimiser state travel as one flat, padded float vector (`mdn_jax.flat_carry`); the state's
+`params` is always the params pytree. Where arrays live is `placement`'s business
+(`mdn_jax.parallel.Placement`; on one device its hooks are the identity).
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from mdn_jax import fastgrad, forward, parallel, structures
+from mdn_jax import backend_tuning, fastgrad, forward, parallel, structures
 from mdn_jax import mixture as mx
 from mdn_jax import model as mdl
 from mdn_jax.backend_tuning import scan_unroll as scan_unroll
@@ -80,13 +74,10 @@ def guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y):
 
 # The built-in losses with closed-form gradients in `mdn_jax.fastgrad`: (log-scale head, loss).
 _CLOSED_FORM = {}
-# The backends whose step uses them. None so far: on CPU (2-core Xeon, reference workload, a
-# scanned epoch of the same step, alternating, medians) autodiff of the mixture code was as fast
-# or faster; closed form over autodiff: joint 0.84x, per_dim 0.90x, full 0.97x (nll) and joint
-# 0.96x, per_dim 1.02x (discretised) at batch 200, joint 0.96x at batch 4096. The custom_vjp
-# boundary stops XLA fusing the head's transforms into the likelihood, and its residuals are
-# materialised. `python benchmarks/train_throughput.py --contenders scan,scan-closed-form`
-# measures it; add a backend here once a measurement there says otherwise.
+# The backends whose step uses them. None so far: on CPU autodiff of the mixture code was as fast
+# or faster (closed form 0.84-1.02x per structure and loss, 2-core Xeon): the custom_vjp stops
+# XLA fusing the head into the likelihood. `benchmarks/train_throughput.py --contenders
+# scan,scan-closed-form` measures it; add a backend here once a measurement says otherwise.
 CLOSED_FORM_BACKENDS: frozenset[str] = frozenset()
 
 
@@ -129,9 +120,8 @@ def model_loss(
 
 
 def _transposed(entry, loss: LossFn, x, y, config) -> bool:
-    """Whether `model_loss` computes the NLL from the transposed head outputs (batch minor,
-    `Structure.transposed_log_prob`): the built-in nll, a structure that has it, and a plain
-    batch `x [B, in]`, `y [B, D]` (anything else takes the mixture path and its checks)."""
+    """Whether `model_loss` takes `Structure.transposed_log_prob`: the built-in nll, a structure
+    that has it, a plain batch `x [B, in]`, `y [B, D]` (else the mixture path and its checks)."""
     return (
         loss is nll_loss
         and entry.transposed_log_prob is not None
@@ -140,12 +130,24 @@ def _transposed(entry, loss: LossFn, x, y, config) -> bool:
     )
 
 
-def _flat_loss(config, loss: LossFn, unravel, dropout_rate=None):
+def _flat_loss(config, loss: LossFn, unravel, dropout_rate=None, *, placement=None):
     """`loss(flat [P], x [B, in], y [B, D], key) -> []` of the model whose params unravel from
-    `flat`."""
-    return lambda flat, x, y, key: model_loss(
-        config, loss, unravel(flat), x, y, key=key, dropout_rate=dropout_rate
-    )
+    `flat`. On one device, a built-in loss (a mean over the batch) of a model without dropout
+    is the mean of `backend_tuning.batch_chains(B)` equal parts of the batch: independent
+    forward and backward passes XLA runs side by side (the same value, summed in another
+    order)."""
+
+    def loss_of_flat(flat, x, y, key):
+        params = unravel(flat)
+        one_device = placement is not None and placement.mesh is None
+        split = one_device and config.dropout == 0 and loss in _CLOSED_FORM  # built-in losses
+        chains = backend_tuning.batch_chains(x.shape[0]) if split else 1
+        if chains == 1:
+            return model_loss(config, loss, params, x, y, key=key, dropout_rate=dropout_rate)
+        parts = zip(jnp.split(x, chains), jnp.split(y, chains))
+        return sum(model_loss(config, loss, params, a, b) for a, b in parts) / chains
+
+    return loss_of_flat
 
 
 def _dropout_key(config, key: jax.Array, step) -> jax.Array | None:
@@ -167,7 +169,7 @@ def train_step(
     flat, unravel = ravel_pytree(state.params)
     x, y = placement.pin_batch(x), placement.pin_batch(y)
     config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
-    loss_of_flat = _flat_loss(config, loss, unravel)
+    loss_of_flat = _flat_loss(config, loss, unravel, placement=placement)
     key = _dropout_key(config, state.key, state.step)
     flat, opt_state, loss_value = guarded_update(
         lambda flat, x, y: loss_of_flat(flat, x, y, key), optimizer, flat, state.opt_state, x, y
@@ -243,7 +245,8 @@ def flat_epochs(graphdef, placement: parallel.Placement, members, xs, ys):
     for optimizer, loss, state, _, batch_indices, rate in members:
         _, unravel = ravel_pytree(state.params)  # the layout; the values come from the carry
         config = mdl.config_of(graphdef, state.params)  # at trace time: the graphdef's config
-        loss_of_flat = _flat_loss(config, loss, unravel, rate if config.dropout > 0 else None)
+        rate = rate if config.dropout > 0 else None
+        loss_of_flat = _flat_loss(config, loss, unravel, rate, placement=placement)
         setups.append((config, optimizer, loss_of_flat, flat_size(state.params), state.key))
         steps = None  # each iteration's step number, only for dropout's keys
         if config.dropout > 0:

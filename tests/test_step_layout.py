@@ -216,3 +216,56 @@ def test_grouped_render_tiles_equal_single_tiles(method, monkeypatch):
     monkeypatch.undo()
     render_tiles.render_chunk._jitted = None
     np.testing.assert_array_equal(grouped, single)
+
+
+def test_batch_chains_on_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU tuning")
+    assert backend_tuning.batch_chains(4096) == backend_tuning.batch_chains(2048) == 2
+    assert backend_tuning.batch_chains(200) == backend_tuning.batch_chains(4097) == 1
+
+
+def test_a_split_batch_has_the_loss_and_gradient_of_the_whole(monkeypatch):
+    """Where `batch_chains` splits the batch, the loss (and its gradient) is the whole batch's
+    up to float32 summation order (the head runs in float32); only for built-in losses, models
+    without dropout and one device."""
+    from jax.flatten_util import ravel_pytree
+
+    from mdn_jax import parallel
+
+    monkeypatch.setattr(backend_tuning, "batch_chains", lambda size: 2 if size % 2 == 0 else 1)
+    calls = []
+    model_loss = step.model_loss
+
+    def counted(*args, **kwargs):
+        calls.append(args[3].shape[0])
+        return model_loss(*args, **kwargs)
+
+    monkeypatch.setattr(step, "model_loss", counted)
+    one = parallel.Placement(None)
+    config = ModelConfig(hidden=(8, 8), components=3)
+    _, params = model.init(config, key=jax.random.key(0))
+    flat, unravel = ravel_pytree(params)
+    x = jax.random.uniform(jax.random.key(1), (64, 2))
+    y = jax.random.uniform(jax.random.key(2), (64, 3))
+    for loss in (train.nll_loss, step.loss_named("discretised")):
+        calls.clear()
+        split = step._flat_loss(config, loss, unravel, placement=one)
+        whole = lambda f: model_loss(config, loss, unravel(f), x, y)  # noqa: B023, E731
+        value, grad = jax.jit(jax.value_and_grad(lambda f: split(f, x, y, None)))(flat)
+        assert calls == [32, 32]
+        want_value, want_grad = jax.jit(jax.value_and_grad(whole))(flat)
+        np.testing.assert_allclose(value, want_value, rtol=1e-6)
+        scale = float(np.max(np.abs(want_grad)))
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6 * scale)
+    for kwargs, loss in (
+        ({}, train.nll_loss),  # no placement given: not known to be one device
+        ({"placement": one}, lambda mixture, y: jnp.mean(jnp.abs(mx.mean(mixture) - y))),
+    ):
+        calls.clear()
+        step._flat_loss(config, loss, unravel, **kwargs)(flat, x, y, None)
+        assert calls == [64]
+    dropout = ModelConfig(hidden=(8, 8), components=3, dropout=0.1)
+    calls.clear()
+    step._flat_loss(dropout, train.nll_loss, unravel, placement=one)(flat, x, y, jax.random.key(3))
+    assert calls == [64]
