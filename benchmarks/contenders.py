@@ -53,8 +53,9 @@ def handwritten_model(hidden: Sequence[int], components: int, dims: int):
     return MDN()
 
 
-def handwritten_trainer(xs, ys, *, hidden, batch_size, components=10, seed=0):
-    """`(init_state, epoch, step, nll)`: the scanned epoch and the single jitted step."""
+def handwritten_trainer(xs, ys, *, hidden, batch_size, components=10, seed=0, options=None):
+    """`(init_state, epoch, step, nll)`: the scanned epoch and the single jitted step.
+    `options`: XLA compiler options for the epoch (None: XLA's defaults, as its user has)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -74,7 +75,7 @@ def handwritten_trainer(xs, ys, *, hidden, batch_size, components=10, seed=0):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    @functools.partial(jax.jit, donate_argnums=(0, 1), compiler_options=options)
     def epoch(params, opt_state, xs, ys, order):  # order [steps, batch] int32
         def body(carry, idx):
             params, opt_state, loss = update(*carry, xs[idx], ys[idx])
@@ -87,11 +88,14 @@ def handwritten_trainer(xs, ys, *, hidden, batch_size, components=10, seed=0):
     return (params, optimizer.init(params)), epoch, step, nll
 
 
-def handwritten_scan(xs, ys, *, hidden, batch_size, steps, seed=0):
-    """One call: one epoch of `steps` batches as one scanned, jitted call."""
+def handwritten_scan(xs, ys, *, hidden, batch_size, steps, seed=0, options=None):
+    """One call: one epoch of `steps` batches as one scanned, jitted call (`options`: see
+    `handwritten_trainer`)."""
     import jax
 
-    state, epoch, _, _ = handwritten_trainer(xs, ys, hidden=hidden, batch_size=batch_size)
+    state, epoch, _, _ = handwritten_trainer(
+        xs, ys, hidden=hidden, batch_size=batch_size, options=options
+    )
     xs_device, ys_device = jax.device_put(xs), jax.device_put(ys)
     rng = np.random.default_rng(seed)
     holder = {"state": state}

@@ -16,6 +16,8 @@ images, a joint mixture with K=10 over D=3, Adam at 1e-3, reshuffled every epoch
   handwritten-scan  a hand-written ~80-line JAX MDN without mdn_jax (Flax Linen, optax.adam,
               log-sigma heads, one lax.scan per epoch over device-resident data, donated state,
               host-side numpy permutation; see contenders.py)
+  handwritten-scan-tuned  the same hand-written scan compiled with mdn_jax's compiler options
+              for this backend (`mdn_jax.backend_tuning`), to show what they alone are worth
   handwritten-loop  the same model's jitted step driven by a Python loop on numpy batches
   keras       keras-mdn-layer on Keras 3 with the JAX backend, `fit` as its README shows
               (only when installed: pip install keras keras-mdn-layer)
@@ -36,6 +38,7 @@ ratios against the scanned epoch.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -47,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import contenders as others  # noqa: E402
 
-from mdn_jax import data, model, step, train  # noqa: E402
+from mdn_jax import backend_tuning, data, model, step, train  # noqa: E402
 from mdn_jax.config import REFERENCE_TRUNK  # noqa: E402
 
 ALL_CONTENDERS = (
@@ -57,6 +60,7 @@ ALL_CONTENDERS = (
     "scan-softplus",
     "scan-closed-form",
     "handwritten-scan",
+    "handwritten-scan-tuned",
     "handwritten-loop",
     "keras",
     "torch",
@@ -154,6 +158,9 @@ def outside_contenders(xs, ys, *, hidden, batch_size, steps, wanted):
     )
     factories = {
         "handwritten-scan": others.handwritten_scan,
+        "handwritten-scan-tuned": functools.partial(
+            others.handwritten_scan, options=backend_tuning.compiler_options()
+        ),
         "handwritten-loop": others.handwritten_loop,
     }
     if others.keras_available():
