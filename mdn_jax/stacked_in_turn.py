@@ -71,8 +71,14 @@ def group_epoch(
 
 
 # Members per scan. Aggregate samples/s of 4 stacked reference models on the 2-core Xeon, groups
-# of 1 / 2 / 4: 270k / 305k / 345k at batch 200, 454k / 487k / 480k at batch 4096.
+# of 1 / 2 / 4: 270k / 305k / 345k at batch 200; at batch 4096, where each member's batch is
+# already two chains (`backend_tuning.batch_chains`), 502k / 482k / 456k.
 GROUP = 4
+
+
+def group_size(batch_size: int) -> int:
+    """Members per scan for batches of `batch_size`: `GROUP`, or 1 where the batch is split."""
+    return 1 if backend_tuning.batch_chains(batch_size) > 1 else GROUP
 
 
 def finished(placement, states, results):
@@ -103,9 +109,10 @@ class InTurnEpochs:
 
     def __call__(self, states, settings, xs, ys, batch_indices):
         carries = self._carries(states)
+        size = group_size(batch_indices.shape[-1])
         results = []
-        for first in range(0, len(carries), GROUP):
-            group = list(range(first, min(first + GROUP, len(carries))))
+        for first in range(0, len(carries), size):
+            group = list(range(first, min(first + size, len(carries))))
             members = jnp.asarray(group, jnp.int32)
             own = [carries[index] for index in group]
             results += self._epochs(states, members, own, settings, xs, ys, batch_indices)

@@ -139,7 +139,7 @@ def _flat_loss(config, loss: LossFn, unravel, dropout_rate=None, *, placement=No
 
     def loss_of_flat(flat, x, y, key):
         params = unravel(flat)
-        one_device = placement is not None and placement.mesh is None
+        one_device = placement is not None and placement.devices == 1
         split = one_device and config.dropout == 0 and loss in _CLOSED_FORM  # built-in losses
         chains = backend_tuning.batch_chains(x.shape[0]) if split else 1
         if chains == 1:
