@@ -1,6 +1,6 @@
 """The training step's memory layouts (issue 12): the transposed likelihood and the padded carry.
 
-- `Structure.transposed_log_prob` (joint) is `log_prob(head_to_mixture(raw_t.T), y)`: values
+- Every structure's `transposed_log_prob` is `log_prob(head_to_mixture(raw_t.T), y)`: values
   and gradients against the mixture code in float64, ordinary and extreme raw outputs, both
   scale and mean activations, several batch sizes, under jit and vmap; `forward.raw_outputs(...,
   transposed=True)` is the transpose of the plain forward.
@@ -54,13 +54,19 @@ def _raw(rng, size, batch, case):
 
 
 @pytest.mark.parametrize(
-    "activation, mean_activation, batch, case",
-    list(itertools.product(ACTIVATIONS, ("none", "sigmoid"), (1, 7, 200), ("ordinary", "extreme"))),
+    "structure, activation, mean_activation, batch, case",
+    [
+        *itertools.product(
+            ["joint"], ACTIVATIONS, ("none", "sigmoid"), (1, 7, 200), ("ordinary", "extreme")
+        ),
+        *itertools.product(["per_dim", "full"], ACTIVATIONS, ["sigmoid"], (1, 200), ["extreme"]),
+        *itertools.product(["per_dim", "full"], ["exp"], ["none"], [7], ["ordinary"]),
+    ],
 )
-def test_transposed_joint_log_prob_equals_the_mixture_in_float64(
-    activation, mean_activation, batch, case
+def test_transposed_log_prob_equals_the_mixture_in_float64(
+    structure, activation, mean_activation, batch, case
 ):
-    entry = structures.named("joint")
+    entry = structures.named(structure)
     options = _options(scale_activation=activation, mean_activation=mean_activation)
     size = entry.head_size(components=4, out_features=3)
     rng = np.random.default_rng(batch + len(case) + len(activation))
@@ -135,8 +141,13 @@ def test_model_loss_takes_the_transposed_path_only_where_it_applies(monkeypatch)
     step.model_loss(config, step.loss_named("discretised"), params, x, y, closed_form=False)
     step.model_loss(config, train.nll_loss, params, x[None], y[None], closed_form=False)
     assert len(calls) == 1  # the discretised loss and a [1, B, in] batch took the mixture path
-    for structure in ("per_dim", "full"):
-        assert named(structure).transposed_log_prob is None
+    for structure in ("per_dim", "full"):  # their own hooks, the same loss as the mixture's
+        config = ModelConfig(hidden=(8,), components=3, structure=structure)
+        graphdef, params = model.init(config, key=jax.random.key(5))
+        got = step.model_loss(config, train.nll_loss, params, x, y, closed_form=False)
+        want = mx.nll(model.apply(graphdef, params, x), y)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        assert named(structure).transposed_log_prob is not None
 
 
 def test_pad_flat_round_trips_and_leaves_other_leaves_alone():

@@ -164,6 +164,13 @@ def fast_head(
     return fastgrad.FullHead(logits, means, log_diag, lower)
 
 
+def transposed_log_prob(raw_t, y, **options) -> jax.Array:
+    """`log_prob(head_to_mixture(raw_t.T, **options), y)` `[B]`: the full structure's solves
+    work per sample, so it takes the plain layout back (XLA folds the transpose into the head's
+    matmul)."""
+    return log_prob(head_to_mixture(raw_t.T, **options), y)
+
+
 STRUCTURE = Structure(
     name="full",
     mixture_type=FullMixture,
@@ -188,4 +195,5 @@ STRUCTURE = Structure(
     fast_head=fast_head,
     mean_bias_indices=shared.mean_bias_indices,
     combine_members=combine_members,
+    transposed_log_prob=transposed_log_prob,
 )

@@ -199,6 +199,20 @@ def combine_members(mixture: PerDimMixture, *, axis: int) -> JointMixture:
     return joint_combine_members(members, axis=axis)
 
 
+def transposed_log_prob(
+    raw_t, y, *, components, out_features, scale_floor, mean_activation, scale_activation="softplus"
+) -> jax.Array:
+    """`log_prob(head_to_mixture(raw_t.T, ...), y)` `[B]` for `y [B, D]`, from the raw outputs
+    transposed, `raw_t [3 D K, B]`: the same arithmetic with the batch as the minor axis (see
+    `joint.transposed_log_prob`)."""
+    blocks = raw_t.reshape((3, out_features, components, -1))  # [3, D, K, B]
+    means = shared.location(blocks[1], mean_activation)
+    scales = shared.positive(blocks[2], scale_floor, scale_activation)
+    lp = normal_log_prob(y.T[:, None, :], means, scales)  # [D, K, B]
+    joint_lp = jax.nn.log_softmax(blocks[0], axis=1) + lp
+    return jnp.sum(jax.nn.logsumexp(joint_lp, axis=1), axis=0)  # over K, then over D: [B]
+
+
 STRUCTURE = Structure(
     name="per_dim",
     mixture_type=PerDimMixture,
@@ -223,4 +237,5 @@ STRUCTURE = Structure(
     fast_head=fast_head,
     mean_bias_indices=mean_bias_indices,
     combine_members=combine_members,
+    transposed_log_prob=transposed_log_prob,
 )
