@@ -1,6 +1,7 @@
-"""A stacked epoch with the members in turn (CPU): each member's scan as one call of one program.
+"""A stacked epoch with the members in turn (CPU): members in groups, each group one scan.
 
-Where `stacked.members_in_turn` (CPU), the members train `GROUP` at a time: each group's epochs
+Where `stacked.members_in_turn` (CPU), the members train `group_size(B)` at a time (`GROUP`, or
+one from batch 2048, where each member's batch is already two chains): each group's epochs
 are ONE scan (`step.flat_epochs`, one step of each member per iteration: independent chains
 that XLA runs side by side on two cores), called once per group. The program takes the member
 indices and settings as arguments (compiled once, plus once for a last smaller group), and
@@ -8,7 +9,7 @@ carries the members' flat params and optimiser state as donated arguments it ret
 are: the layout of `mdn_jax.trainer.Trainer.epoch`, which ran the reference step at batch 200
 about 8% faster than a scan carrying buffers made inside its own program. The calls are
 dispatched back to back; one more program unravels and stacks the results, which equal
-`stacked.stacked_epoch`'s (tests/test_stacked_in_turn.py).
+`stacked.stacked_epoch`'s and each member's `train.fit` (tests/test_stacked_groups.py).
 
 Shapes: every leaf of `states` and `settings` has the leading model axis `[M]`;
 `batch_indices [M, num_batches, B]`.

@@ -239,7 +239,7 @@ def flat_epochs(graphdef, placement: parallel.Placement, members, xs, ys):
     """Several models' epochs in ONE scan, each iteration one step of each: `members` lists
     `(optimizer, loss, state, carry, batch_indices, dropout_rate)` as `flat_epoch` takes them
     (the same number of batches each). Their steps are independent chains that XLA:CPU runs
-    side by side on two cores (a stacked fit pairs its members: `mdn_jax.stacked_in_turn`).
+    side by side on two cores (a stacked fit groups its members: `mdn_jax.stacked_in_turn`).
     Returns `[(flat, opt_state, losses [num_batches])]`, one per member."""
     setups, inputs = [], []
     for optimizer, loss, state, _, batch_indices, rate in members:
