@@ -19,6 +19,11 @@ from mdn_jax.step import (
     train_step,
 )
 
+# The epoch's small programs around the scan, shared by every Trainer (keyed by placement and
+# shapes), so a process that makes many Trainers compiles them once per model shape.
+_padded = jax.jit(padded_flat, static_argnums=0)
+_finished = jax.jit(finished_epoch, static_argnums=0)
+
 
 class Trainer:
     """The compiled step and epoch (`mdn_jax.step`) jitted for one model and one optimiser;
@@ -49,11 +54,11 @@ class Trainer:
         self.step = jax.jit(
             functools.partial(train_step, *bound), donate_argnums=0, compiler_options=options
         )
-        self._padded = jax.jit(functools.partial(padded_flat, self.placement))
+        self._padded = functools.partial(_padded, self.placement)
         self._flat_epoch = jax.jit(
             functools.partial(flat_epoch, *bound), donate_argnums=1, compiler_options=options
         )
-        self._finished = jax.jit(functools.partial(finished_epoch, self.placement))
+        self._finished = functools.partial(_finished, self.placement)
 
     def epoch(self, state: TrainState, xs, ys, batch_indices) -> tuple[TrainState, jax.Array]:
         """`train_epoch` (see there), jitted: returns `(state, losses [num_batches])`.
