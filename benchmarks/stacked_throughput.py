@@ -3,9 +3,10 @@
 The reference workload (81,920 (row, column) -> RGB pairs from the five built-in 128x128 demo
 images, joint K=10, the reference trunk, Adam at 1e-3), M members differing only by seed:
 
-  stacked     `mdn_jax.stacked.fit_stacked` with M members: every epoch one compiled call for
-              all of them (on CPU the members' scans run in turn inside it, `lax.map`; on an
-              accelerator they are vmapped: `stacked.members_in_turn`)
+  stacked     `mdn_jax.stacked.fit_stacked` with M members: one compiled epoch program for all
+              of them (on CPU called once per group of members, each group one scan:
+              `mdn_jax.stacked_in_turn`; on an accelerator one call, members vmapped:
+              `stacked.members_in_turn`)
   sequential  `mdn_jax.train.fit` called M times, one member after another (what a user
               without stacking writes)
 

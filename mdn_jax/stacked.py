@@ -2,8 +2,9 @@
 
 Every leaf of the state has a leading model axis `[M]`; one jitted epoch maps
 `mdn_jax.step.train_epoch` (the same guarded `lax.scan` a single model runs) over that axis, so
-the members' steps run as one program: `jax.vmap` (batched) on accelerators, `lax.map` (one
-member after another) on CPU, where that is faster (`members_in_turn`). Each epoch's shuffles
+the members' steps run as one program: `jax.vmap` (batched) on accelerators; on CPU, where that
+is slower (`members_in_turn`), groups of members each run as one scan of independent steps
+(`mdn_jax.stacked_in_turn`), one call of one compiled program per group. Each epoch's shuffles
 are drawn on the host while the previous epoch runs. Each member has its own initialisation
 seed and shuffle (its `TrainConfig.seed`, split exactly as `mdn_jax.train.fit` splits it), its
 own learning rate and scale floor, and its own widths at the same depth (see
@@ -42,8 +43,9 @@ from mdn_jax.config import TrainConfig
 from mdn_jax.stacked_in_turn import InTurnEpochs, member_training
 from mdn_jax.stacked_loop import stacked_record as stacked_record
 
-# Per backend: on CPU the members run one after another inside the one compiled epoch (`lax.map`
-# over the model axis); elsewhere they run side by side (`vmap`), which batches their matmuls.
+# Per backend: on CPU the members run in turn, in groups (`mdn_jax.stacked_in_turn`; first
+# measured as a `lax.map` over the model axis); elsewhere they run side by side (`vmap`), which
+# batches their matmuls.
 # Measured on the 2-core CPU (reference trunk, joint K=10, process CPU time per epoch against M
 # separate `Trainer.epoch` calls, same shuffles): at batch 4096 vmap ran 0.89-0.92x for M=4-8
 # (XLA's CPU batched dot_general is slower than M plain dots), lax.map 1.02-1.03x; at batch 200
@@ -52,18 +54,18 @@ IN_TURN_BACKENDS = ("cpu",)
 
 
 def members_in_turn(backend: str | None = None) -> bool:
-    """Whether the stacked epoch runs its members one after another (`lax.map`) rather than
+    """Whether the stacked epoch runs its members in turn (`InTurnEpochs`) rather than
     batched (`vmap`) on `backend` (default: JAX's default backend); see `IN_TURN_BACKENDS`."""
     return (backend or jax.default_backend()) in IN_TURN_BACKENDS
 
 
 def stacked_epoch(
-    graphdef, base, loss, placement, wide, shared, in_turn, states, settings, xs, ys, batch_indices
+    graphdef, base, loss, placement, wide, shared, states, settings, xs, ys, batch_indices
 ):
-    """One epoch of every member: `step.train_epoch` over the leading `[M]` of `states`,
-    `settings` (`sm.Settings`) and `batch_indices [M, num_batches, B]`, as `lax.map` (`in_turn`)
-    or `vmap`; `xs [N, in]`, `ys [N, D]` are shared. `shared` (`sm.Shared`, static) leaves out
-    what all members share. Returns `(states, losses [M, num_batches])`."""
+    """One epoch of every member, batched: `step.train_epoch` vmapped over the leading `[M]` of
+    `states`, `settings` (`sm.Settings`) and `batch_indices [M, num_batches, B]`; `xs [N, in]`,
+    `ys [N, D]` are shared. `shared` (`sm.Shared`, static) leaves out what all members share.
+    Returns `(states, losses [M, num_batches])`. Members in turn (CPU): `InTurnEpochs`."""
 
     def one(args):
         state, member, indices = args
@@ -72,8 +74,7 @@ def stacked_epoch(
             graphdef, optimizer, member_loss, placement, state, xs, ys, indices, dropout_rate=rate
         )
 
-    members = (states, settings, batch_indices)
-    return jax.lax.map(one, members) if in_turn else jax.vmap(one)(members)
+    return jax.vmap(one)((states, settings, batch_indices))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -195,12 +196,10 @@ class _Epochs:
     def __init__(self, graphdef, base, loss, placement: parallel.Placement, wide, shared, in_turn):
         self.base = base
         self.placement = placement
-        if in_turn:  # M calls of one program, each carrying its member as arguments
+        if in_turn:  # groups of members, each group one scan carrying its members as arguments
             self.run = InTurnEpochs(graphdef, base, loss, placement, wide, shared)
             return
-        bound = functools.partial(
-            stacked_epoch, graphdef, base, loss, placement, wide, shared, in_turn
-        )
+        bound = functools.partial(stacked_epoch, graphdef, base, loss, placement, wide, shared)
         options = backend_tuning.compiler_options()  # per-backend, as `Trainer`'s
         self.run = jax.jit(bound, donate_argnums=0, compiler_options=options)
 

@@ -9,7 +9,8 @@ carries the members' flat params and optimiser state as donated arguments it ret
 are: the layout of `mdn_jax.trainer.Trainer.epoch`, which ran the reference step at batch 200
 about 8% faster than a scan carrying buffers made inside its own program. The calls are
 dispatched back to back; one more program unravels and stacks the results, which equal
-`stacked.stacked_epoch`'s and each member's `train.fit` (tests/test_stacked_groups.py).
+`stacked.stacked_epoch`'s and each member's `train.fit` (tests/test_stacked_in_turn.py,
+tests/test_stacked_groups.py).
 
 Shapes: every leaf of `states` and `settings` has the leading model axis `[M]`;
 `batch_indices [M, num_batches, B]`.
@@ -83,7 +84,7 @@ def group_size(batch_size: int) -> int:
 
 
 def finished(placement, states, results):
-    """`(states, losses [M, num_batches])` from every member's `member_epoch` results."""
+    """`(states, losses [M, num_batches])` from every member's `group_epoch` results."""
     members, losses = [], []
     for index, (flat, opt_state, member_losses) in enumerate(results):
         state, member_losses = step.finished_epoch(
@@ -97,7 +98,7 @@ def finished(placement, states, results):
 
 class InTurnEpochs:
     """`run(states, settings, xs, ys, batch_indices) -> (states, losses [M, num_batches])`, as
-    `stacked.stacked_epoch` with `in_turn`, in the layout above."""
+    `stacked.stacked_epoch`, in the layout above."""
 
     def __init__(self, graphdef, base, loss, placement, wide, shared):
         options = backend_tuning.compiler_options()

@@ -1,7 +1,8 @@
 """How the stacked epoch runs its members (mdn_jax.stacked, issue 14 item 6): in turn
-(`lax.map`, CPU) or batched (`vmap`, accelerators), both equal to `train.fit` alone; what all
-members share is left out of the compiled epoch (`stacked_members.shared`); the host draws every
-member's shuffle exactly as `step.shuffled_batches` does.
+(groups, `mdn_jax.stacked_in_turn`, CPU) or batched (`vmap`, accelerators), both equal to
+`train.fit` alone; what all members share is left out of the compiled epoch
+(`stacked_members.shared`); the host draws every member's shuffle exactly as
+`step.shuffled_batches` does.
 
 Tolerance: as tests/test_stacked.py, 1e-5 absolute on params and optimiser moments (float32
 summation order may differ between a batched and a plain matmul, nothing else).
@@ -45,7 +46,7 @@ def test_cpu_runs_members_in_turn_and_accelerators_batch_them():
 
 @pytest.mark.parametrize("in_turn", [True, False])
 def test_both_layouts_equal_fit_alone(monkeypatch, in_turn):
-    """Members differing in widths, floor and rate (nothing shared) under `lax.map` and `vmap`."""
+    """Members differing in widths, floor and rate (nothing shared), in turn and under `vmap`."""
     monkeypatch.setattr(stacked, "members_in_turn", lambda backend=None: in_turn)
     xs, ys = _toy()
     model_configs = [_model(scale_floor=1e-3), _model(hidden=(6, 10), scale_floor=3e-2)]
