@@ -44,10 +44,22 @@ def _clear_caches_of_ended_sessions(folder: Path) -> None:
             pass
 
 
-_clear_caches_of_ended_sessions(Path(tempfile.gettempdir()))
-_CACHE = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+# The process that creates the cache owns it: pytest-xdist's controller loads this file before
+# it starts its workers, which inherit the variable and so share one cache (a program one worker
+# compiled, the other loads); only the owner removes it.
+_SHARED = os.environ.get("MDN_JAX_TESTS_JAX_CACHE", "")
+_OWNER = not (
+    _SHARED.startswith(os.path.join(tempfile.gettempdir(), _PREFIX)) and os.path.isdir(_SHARED)
+)
+if _OWNER:
+    _clear_caches_of_ended_sessions(Path(tempfile.gettempdir()))
+    _CACHE = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+    os.environ["MDN_JAX_TESTS_JAX_CACHE"] = _CACHE
+else:
+    _CACHE = _SHARED
 _XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [_XLA_FLAGS, os.environ.get("XLA_FLAGS")]))
+if _XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # a worker inherits the owner's
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, [_XLA_FLAGS, os.environ.get("XLA_FLAGS")]))
 os.environ.update(  # read by JAX when it is imported, here and in every subprocess
     JAX_COMPILATION_CACHE_DIR=_CACHE,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -63,4 +75,5 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if _OWNER:
+        shutil.rmtree(_CACHE, ignore_errors=True)

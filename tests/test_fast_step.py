@@ -154,7 +154,7 @@ def test_training_loss_and_gradient_equal_autodiff_in_float64(structure, loss_na
             )
             want_fn = lambda r: loss(entry.head_to_mixture(r, **options), y)  # noqa: E731
             value, grad = jax.jit(jax.value_and_grad(got_fn))(raw)
-            want_value, want_grad = jax.value_and_grad(want_fn)(raw)
+            want_value, want_grad = jax.jit(jax.value_and_grad(want_fn))(raw)
             assert np.isfinite(value) and np.all(np.isfinite(grad)), case
             np.testing.assert_allclose(value, want_value, rtol=1e-10, err_msg=case)
             scale = np.max(np.abs(want_grad))

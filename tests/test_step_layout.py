@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import jax
@@ -80,15 +81,16 @@ def test_transposed_log_prob_equals_the_mixture_in_float64(
             return jnp.sum(mx.log_prob(entry.head_to_mixture(r, **options), y))
 
         value, grad = jax.jit(jax.value_and_grad(got))(raw)
-        want_value, want_grad = jax.value_and_grad(want)(raw)
+        want_value, want_grad = jax.jit(jax.value_and_grad(want))(
+            raw
+        )  # one compile, not one per op
         assert np.isfinite(value) and np.all(np.isfinite(grad))
         np.testing.assert_allclose(value, want_value, rtol=1e-12)
         scale = float(np.max(np.abs(want_grad)))
         np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-12 * scale)
-        per_sample = entry.transposed_log_prob(raw.T, y, **options)
-        np.testing.assert_allclose(
-            per_sample, mx.log_prob(entry.head_to_mixture(raw, **options), y), rtol=1e-12
-        )
+        per_sample = jax.jit(lambda r: entry.transposed_log_prob(r.T, y, **options))(raw)
+        mixture = jax.jit(lambda r: mx.log_prob(entry.head_to_mixture(r, **options), y))(raw)
+        np.testing.assert_allclose(per_sample, mixture, rtol=1e-12)
 
 
 def test_transposed_joint_log_prob_under_vmap_and_in_float32():
@@ -134,17 +136,22 @@ def test_model_loss_takes_the_transposed_path_only_where_it_applies(monkeypatch)
     graphdef, params = model.init(config, key=jax.random.key(2))
     x = jax.random.uniform(jax.random.key(3), (6, 2))
     y = jax.random.uniform(jax.random.key(4), (6, 3))
-    loss = step.model_loss(config, train.nll_loss, params, x, y, closed_form=False)
+    # Jitted (the spy records at trace time): one compile per call, not one per op.
+    model_loss = jax.jit(
+        functools.partial(step.model_loss, closed_form=False), static_argnums=(0, 1)
+    )
+    apply = jax.jit(model.apply, static_argnums=0)
+    loss = model_loss(config, train.nll_loss, params, x, y)
     assert calls == [(model.head_size(config), 6)]
-    np.testing.assert_allclose(loss, mx.nll(model.apply(graphdef, params, x), y), rtol=1e-6)
-    step.model_loss(config, step.loss_named("discretised"), params, x, y, closed_form=False)
-    step.model_loss(config, train.nll_loss, params, x[None], y[None], closed_form=False)
+    np.testing.assert_allclose(loss, mx.nll(apply(graphdef, params, x), y), rtol=1e-6)
+    model_loss(config, step.loss_named("discretised"), params, x, y)
+    model_loss(config, train.nll_loss, params, x[None], y[None])
     assert len(calls) == 1  # the discretised loss and a [1, B, in] batch took the mixture path
     for structure in ("per_dim", "full"):  # their own hooks, the same loss as the mixture's
         config = ModelConfig(hidden=(8,), components=3, structure=structure)
         graphdef, params = model.init(config, key=jax.random.key(5))
-        got = step.model_loss(config, train.nll_loss, params, x, y, closed_form=False)
-        want = mx.nll(model.apply(graphdef, params, x), y)
+        got = model_loss(config, train.nll_loss, params, x, y)
+        want = mx.nll(apply(graphdef, params, x), y)
         np.testing.assert_allclose(got, want, rtol=1e-5)
         assert named(structure).transposed_log_prob is not None
 
