@@ -60,14 +60,20 @@ def guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y):
     applied. Returns `(flat [P], opt_state, loss [])`.
 
     The reported loss of such a step is NaN (even if only the gradient was bad), so the host
-    sees every skipped step in the epoch's losses without a round trip per step.
+    sees every skipped step in the epoch's losses without a round trip per step. The update is
+    a `lax.cond` branch: selecting old or new params and state afterwards cost about 7% of a
+    batch-200 step on the 2-core Xeon (under `vmap` over members the cond is that select).
     """
     loss, grads = jax.value_and_grad(loss_of_flat)(flat, x, y)
-    updates, new_opt_state = optimizer.update(grads, opt_state, flat)
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grads))
-    new_flat = jnp.where(finite, optax.apply_updates(flat, updates), flat)
-    new_opt_state = jax.tree_util.tree_map(
-        lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state
+
+    def update(operands):
+        flat, opt_state, grads = operands
+        updates, new_opt_state = optimizer.update(grads, opt_state, flat)
+        return optax.apply_updates(flat, updates), new_opt_state
+
+    new_flat, new_opt_state = jax.lax.cond(
+        finite, update, lambda operands: operands[:2], (flat, opt_state, grads)
     )
     return new_flat, new_opt_state, jnp.where(finite, loss, jnp.nan)
 
@@ -259,14 +265,8 @@ def flat_epochs(graphdef, placement: parallel.Placement, members, xs, ys):
             config, optimizer, loss_of_flat, size, key = setup
             step_key = _dropout_key(config, key, step)
             x, y = placement.take(xs, indices), placement.take(ys, indices)
-            flat, opt_state, loss_value = guarded_update(
-                lambda f, x, y: loss_of_flat(f[:size], x, y, step_key),  # noqa: B023 (used now)
-                optimizer,
-                flat,
-                opt_state,
-                x,
-                y,
-            )
+            of_flat = lambda f, x, y: loss_of_flat(f[:size], x, y, step_key)  # noqa: B023, E731
+            flat, opt_state, loss_value = guarded_update(of_flat, optimizer, flat, opt_state, x, y)
             new.append((flat, opt_state))
             losses.append(loss_value)
         return new, losses
