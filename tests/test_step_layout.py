@@ -9,6 +9,7 @@
 - `pad_flat` / `unpad_flat` round-trip; an epoch of a model with an odd parameter count (padded
   carry) equals the same steps one by one, and its state keeps the unpadded shapes.
 - `backend_tuning` passes only options the jaxlib accepts.
+- The guard's `lax.cond` skips a step whose gradient alone is not finite, under jit and vmap.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mdn_jax import backend_tuning, flat_carry, forward, model, step, structures, train
@@ -100,8 +102,8 @@ def test_transposed_joint_log_prob_under_vmap_and_in_float32():
     rng = np.random.default_rng(3)
     raw = jnp.asarray(rng.normal(0, 1.5, (5, 9, size)), jnp.float32)  # [M, B, H]
     y = jnp.asarray(rng.uniform(0, 1, (5, 9, 3)), jnp.float32)
-    got = jax.vmap(lambda r, t: entry.transposed_log_prob(r.T, t, **options))(raw, y)
-    want = mx.log_prob(entry.head_to_mixture(raw, **options), y)
+    got = jax.jit(jax.vmap(lambda r, t: entry.transposed_log_prob(r.T, t, **options)))(raw, y)
+    want = jax.jit(lambda r, t: mx.log_prob(entry.head_to_mixture(r, **options), t))(raw, y)
     assert got.shape == (5, 9) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
 
@@ -286,3 +288,37 @@ def test_a_split_batch_has_the_loss_and_gradient_of_the_whole(monkeypatch):
     calls.clear()
     step._flat_loss(dropout, train.nll_loss, unravel, placement=one)(flat, x, y, jax.random.key(3))
     assert calls == [64]
+
+
+def test_the_guard_skips_a_step_whose_gradient_alone_is_not_finite_under_jit_and_vmap():
+    """`guarded_update` applies the update in a `lax.cond` branch: a finite loss with an
+    infinite gradient (sqrt at 0) leaves params and Adam's state exactly as they were and
+    reports NaN; a finite step equals optax's own update. Under vmap (the cond becomes a select)
+    each member is judged on its own."""
+    optimizer = optax.adam(1e-2)
+
+    def loss_of_flat(flat, x, y):
+        return jnp.sum(jnp.sqrt(jnp.abs(flat) + x)) + y
+
+    def update(flat, x):
+        opt_state = optimizer.init(flat)
+        return (opt_state, *step.guarded_update(loss_of_flat, optimizer, flat, opt_state, x, 0.0))
+
+    flat = jnp.array([0.0, 1.0, 4.0, 9.0])
+    before, new_flat, new_state, loss = jax.jit(update)(flat, 0.0)  # d sqrt(|0|)/d0 = inf
+    assert np.isnan(loss)
+    np.testing.assert_array_equal(new_flat, flat)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(a, b)
+    before, new_flat, new_state, loss = jax.jit(update)(flat, 1.0)  # finite everywhere
+    grads = jax.grad(loss_of_flat)(flat, 1.0, 0.0)
+    updates, want_state = optimizer.update(grads, before, flat)
+    np.testing.assert_allclose(loss, loss_of_flat(flat, 1.0, 0.0), rtol=1e-6)
+    np.testing.assert_allclose(new_flat, optax.apply_updates(flat, updates), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(want_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    flats = jnp.stack([flat, flat + 1.0])  # member 1 has no zero: its step is applied
+    _, new_flats, _, losses = jax.jit(jax.vmap(update, in_axes=(0, None)))(flats, 0.0)
+    assert np.isnan(losses[0]) and np.isfinite(losses[1])
+    np.testing.assert_array_equal(new_flats[0], flat)
+    assert not np.any(new_flats[1] == flats[1])
