@@ -18,7 +18,8 @@ are timed. Aggregate samples/s = M x samples per epoch / seconds per epoch (for
 sequential, the sum of the M fits' epoch times). Contenders alternate (stacked, sequential,
 stacked, ...) so drift hits both alike; figures are medians over the timed epochs of all
 repeats. Prints JSON lines, then a markdown table with the ratio stacked / sequential (> 1:
-stacking is faster).
+stacking is faster) and the lowest and highest ratio of a single repeat (at M = 1 both run the
+same compiled programs, so that row's ratio is a tie and its spread is the measurement's noise).
 
     python benchmarks/stacked_throughput.py            # M 1, 4, 8, 32 at batch 200 and 4096
     python benchmarks/stacked_throughput.py --quick    # smoke test: small data, M 1 and 4
@@ -80,16 +81,21 @@ def measure(xs, ys, *, count: int, batch_size: int, epochs: int, repeats: int) -
     runners = {"stacked": run_stacked, "sequential": run_sequential}
     timed = {name: [] for name in runners}
     compiles = {name: [] for name in runners}
+    per_repeat = []  # each repeat's own ratio: how far the figure moves between repeats
     for _ in range(repeats):
+        medians = {}
         for name, runner in runners.items():
             seconds, compile_seconds = runner(xs, ys, count, batch_size, epochs)
             timed[name] += seconds
             compiles[name].append(compile_seconds)
+            medians[name] = common.median(seconds)
+        per_repeat.append(medians["sequential"] / medians["stacked"])
     samples = count * train.steps_per_epoch(xs.shape[0], batch_size) * batch_size
     speed = {name: samples / common.median(values) for name, values in timed.items()}
     return {
         "speed": speed,
         "ratio": speed["stacked"] / speed["sequential"],
+        "ratio_per_repeat": per_repeat,
         "compile_seconds": {name: common.median(v) for name, v in compiles.items()},
         "epochs_timed": {name: len(v) for name, v in timed.items()},
     }
@@ -133,6 +139,7 @@ def main(argv=None) -> int:
                         "contender": name,
                         "samples_per_second": round(value),
                         "ratio_stacked_over_sequential": round(result["ratio"], 3),
+                        "ratio_per_repeat": [round(r, 3) for r in result["ratio_per_repeat"]],
                         "epochs_timed": result["epochs_timed"][name],
                         "compile_seconds": round(result["compile_seconds"][name], 2),
                         "training_pairs": int(xs.shape[0]),
@@ -147,6 +154,10 @@ def main(argv=None) -> int:
                     f"{speed['stacked'] / 1e3:.0f}k",
                     f"{speed['sequential'] / 1e3:.0f}k",
                     f"{result['ratio']:.2f}x",
+                    "-".join(
+                        f"{r:.2f}"
+                        for r in sorted(result["ratio_per_repeat"])[:: max(1, repeats - 1)]
+                    ),
                     f"{result['compile_seconds']['stacked']:.1f} / "
                     f"{result['compile_seconds']['sequential']:.1f}",
                 ]
@@ -158,7 +169,15 @@ def main(argv=None) -> int:
         "repeat(s), medians; ratio = stacked / sequential (>1: stacking is faster)"
     )
     print()
-    headers = ["M", "batch", "stacked", "sequential", "ratio", "compile s (stacked / seq.)"]
+    headers = [
+        "M",
+        "batch",
+        "stacked",
+        "sequential",
+        "ratio",
+        "per repeat",
+        "compile s (stacked / seq.)",
+    ]
     print(common.markdown_table(headers, rows))
     return 0
 

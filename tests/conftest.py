@@ -3,11 +3,11 @@
 Much of the suite's time is XLA compiling the same small programs again: in new jitted closures
 of this process (every training run builds its own), and in the `mdn-jax` subprocesses, each of
 which starts with an empty in-memory cache. A persistent cache in a fresh temporary folder,
-exported through the environment so that the subprocesses share it, compiles each program once
-per session. It never touches the user's own cache or home, and is removed when the session
-ends (the next session removes one a killed session left). mdn_jax itself enables no cache;
-tests that need a process to compile on its own (tests/test_faults.py's determinism twin) strip
-these variables from that process's environment.
+exported through the environment so that the subprocesses and pytest-xdist's workers share it,
+compiles each program once per session. It never touches the user's own cache or home, and is
+removed when the session ends (the next session removes one a killed session left). mdn_jax
+itself enables no cache; tests that need a process to compile on its own (tests/test_faults.py's
+determinism twin) strip these variables from that process's environment.
 
 A cached executable is the one XLA compiled, serialised, so it computes bit-identical results;
 the bit-identity tests (resume, determinism) run with it.
