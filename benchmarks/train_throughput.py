@@ -13,6 +13,8 @@ images, a joint mixture with K=10 over D=3, Adam at 1e-3, reshuffled every epoch
   scan-softplus     `scan` with scale_activation='softplus', the head before the fast step
   scan-closed-form  `scan` with the closed-form gradients of mdn_jax.fastgrad switched on
               (step.CLOSED_FORM_BACKENDS; off by default where autodiff measured faster)
+  scan-other-guard  `scan` with the non-finite guard in the form this backend does not use
+              (`backend_tuning.guard_as_branch`: a select on CPU, a lax.cond branch elsewhere)
   handwritten-scan  a hand-written ~80-line JAX MDN without mdn_jax (Flax Linen, optax.adam,
               log-sigma heads, one lax.scan per epoch over device-resident data, donated state,
               host-side numpy permutation; see contenders.py)
@@ -59,6 +61,7 @@ ALL_CONTENDERS = (
     "mse-scan",
     "scan-softplus",
     "scan-closed-form",
+    "scan-other-guard",
     "handwritten-scan",
     "handwritten-scan-tuned",
     "handwritten-loop",
@@ -123,6 +126,14 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, wanted=ALL_CONTENDERS, 
             contenders["scan-closed-form"] = scanned(trainer, state, "scan-closed-form")
         finally:
             step.CLOSED_FORM_BACKENDS = default
+    if "scan-other-guard" in wanted:
+        trainer, state = make(10, train.nll_loss, "scan-other-guard")
+        default = backend_tuning.guard_as_branch
+        backend_tuning.guard_as_branch = lambda: not default()  # read when compiling
+        try:
+            contenders["scan-other-guard"] = scanned(trainer, state, "scan-other-guard")
+        finally:
+            backend_tuning.guard_as_branch = default
 
     if "step-loop" in wanted:
         contenders["step-loop"] = step_loop(make(10, train.nll_loss, "step-loop"), batches, xs, ys)

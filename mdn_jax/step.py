@@ -61,8 +61,7 @@ def guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y):
 
     The reported loss of such a step is NaN (even if only the gradient was bad), so the host
     sees every skipped step in the epoch's losses without a round trip per step. The update is
-    a `lax.cond` branch: selecting old or new params and state afterwards cost about 7% of a
-    batch-200 step on the 2-core Xeon (under `vmap` over members the cond is that select).
+    a `lax.cond` branch where `backend_tuning.guard_as_branch()`, else computed, then selected.
     """
     loss, grads = jax.value_and_grad(loss_of_flat)(flat, x, y)
     finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(grads))
@@ -72,18 +71,19 @@ def guarded_update(loss_of_flat, optimizer, flat, opt_state, x, y):
         updates, new_opt_state = optimizer.update(grads, opt_state, flat)
         return optax.apply_updates(flat, updates), new_opt_state
 
-    new_flat, new_opt_state = jax.lax.cond(
-        finite, update, lambda operands: operands[:2], (flat, opt_state, grads)
-    )
-    return new_flat, new_opt_state, jnp.where(finite, loss, jnp.nan)
+    operands = (flat, opt_state, grads)
+    if backend_tuning.guard_as_branch():
+        new = jax.lax.cond(finite, update, lambda operands: operands[:2], operands)
+    else:
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), update(operands), operands[:2])
+    return (*new, jnp.where(finite, loss, jnp.nan))
 
 
 # The built-in losses with closed-form gradients in `mdn_jax.fastgrad`: (log-scale head, loss).
 _CLOSED_FORM = {}
-# The backends whose step uses them. None so far: on CPU autodiff of the mixture code was as fast
-# or faster (closed form 0.84-1.02x per structure and loss, 2-core Xeon): the custom_vjp stops
-# XLA fusing the head into the likelihood. `benchmarks/train_throughput.py --contenders
-# scan,scan-closed-form` measures it; add a backend here once a measurement says otherwise.
+# The backends whose step uses them. None so far: on CPU autodiff was as fast or faster (closed
+# form 0.84-1.02x per structure and loss, 2-core Xeon; the custom_vjp stops XLA fusing the head
+# into the likelihood). `train_throughput.py --contenders scan,scan-closed-form` measures it.
 CLOSED_FORM_BACKENDS: frozenset[str] = frozenset()
 
 
