@@ -118,22 +118,20 @@ def jax_contenders(xs, ys, *, hidden, batch_size, steps, wanted=ALL_CONTENDERS, 
     if "scan-softplus" in wanted:
         trainer, state = make(10, train.nll_loss, "scan-softplus", scale_activation="softplus")
         contenders["scan-softplus"] = scanned(trainer, state, "scan-softplus")
-    if "scan-closed-form" in wanted:
-        trainer, state = make(10, train.nll_loss, "scan-closed-form")
-        default = step.CLOSED_FORM_BACKENDS
-        step.CLOSED_FORM_BACKENDS = frozenset({jax.default_backend()})  # read when compiling
-        try:
-            contenders["scan-closed-form"] = scanned(trainer, state, "scan-closed-form")
-        finally:
-            step.CLOSED_FORM_BACKENDS = default
-    if "scan-other-guard" in wanted:
-        trainer, state = make(10, train.nll_loss, "scan-other-guard")
-        default = backend_tuning.guard_as_branch
-        backend_tuning.guard_as_branch = lambda: not default()  # read when compiling
-        try:
-            contenders["scan-other-guard"] = scanned(trainer, state, "scan-other-guard")
-        finally:
-            backend_tuning.guard_as_branch = default
+    other_guard = not backend_tuning.guard_as_branch()
+    switched = {  # name: (module, attribute, value while compiling; restored after)
+        "scan-closed-form": (step, "CLOSED_FORM_BACKENDS", frozenset({jax.default_backend()})),
+        "scan-other-guard": (backend_tuning, "guard_as_branch", lambda: other_guard),
+    }
+    for name, (module, attribute, value) in switched.items():
+        if name in wanted:
+            trainer, state = make(10, train.nll_loss, name)
+            default = getattr(module, attribute)
+            setattr(module, attribute, value)  # read when compiling: `scanned`'s first call
+            try:
+                contenders[name] = scanned(trainer, state, name)
+            finally:
+                setattr(module, attribute, default)
 
     if "step-loop" in wanted:
         contenders["step-loop"] = step_loop(make(10, train.nll_loss, "step-loop"), batches, xs, ys)

@@ -65,9 +65,10 @@ def guard_as_branch() -> bool:
     """Whether the non-finite guard (`mdn_jax.step.guarded_update`) applies the optimiser update
     as a `lax.cond` branch rather than selecting old or new params and state after computing it.
 
-    CPU: the branch (+4% at batch 200 on the 2-core Xeon; the same bits). Elsewhere the select,
-    as before: XLA:GPU's conditional reads its predicate back to the host each time, once per
-    step here, and no GPU has measured the branch yet.
+    CPU: the branch (+4% at batch 200 on the 2-core Xeon, where it trained the same bits as the
+    select; tests/test_step_layout.py asserts float32 rounding). Elsewhere the select, as
+    before: XLA:GPU's conditional reads its predicate back to the host each time, once per step
+    here, and no GPU has measured the branch yet.
     """
     return jax.default_backend() == "cpu"
 

@@ -138,15 +138,15 @@ def _transposed(entry, loss: LossFn, x, y, config) -> bool:
 
 def _flat_loss(config, loss: LossFn, unravel, dropout_rate=None, *, placement=None):
     """`loss(flat [P], x [B, in], y [B, D], key) -> []` of the model whose params unravel from
-    `flat`. On one device, a built-in loss (a mean over the batch) of a model without dropout
-    is the mean of `backend_tuning.batch_chains(B)` equal parts of the batch: independent
-    forward and backward passes XLA runs side by side (the same value, summed in another
-    order)."""
+    `flat`. On one device, a built-in loss (a batch mean) of a model without dropout is the
+    mean of `backend_tuning.batch_chains(B)` equal parts of the batch: independent forward and
+    backward passes XLA runs side by side (the same value, summed in another order)."""
+
+    one_device = placement is not None and placement.devices == 1
+    split = one_device and config.dropout == 0 and loss in _CLOSED_FORM  # built-in losses
 
     def loss_of_flat(flat, x, y, key):
         params = unravel(flat)
-        one_device = placement is not None and placement.devices == 1
-        split = one_device and config.dropout == 0 and loss in _CLOSED_FORM  # built-in losses
         chains = backend_tuning.batch_chains(x.shape[0]) if split else 1
         if chains == 1:
             return model_loss(config, loss, params, x, y, key=key, dropout_rate=dropout_rate)
